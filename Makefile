@@ -1,0 +1,53 @@
+# The workshop's verbs. Every target that needs Python depends on `setup`, so a
+# fresh machine with Python 3.11 and make needs nothing else.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+ARTIFACTS ?= artifacts
+LAB_PORT ?= 8888
+
+# numpy and scipy each bring an OpenBLAS; one thread each keeps them from fighting
+# torch (and each other) for the 2 cores. torch gets the cores through OMP.
+export OPENBLAS_NUM_THREADS ?= 1
+export MKL_NUM_THREADS ?= 1
+export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
+export ARTIFACTS
+
+.PHONY: setup test test-fast lint format lab train-mlp demo clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+lab: setup
+	$(PY) -m workshop.lab --port=$(LAB_PORT)
+
+train-mlp: setup
+	$(PY) -m workshop.train_mlp
+
+demo: train-mlp
+	@echo "demo: module 1 done; artifacts in $(ARTIFACTS)/mlp/"
+
+clean:
+	rm -rf $(ARTIFACTS) data .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Checkpoint -> ONNX with metadata, parity-checked with onnxruntime."""

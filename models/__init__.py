@@ -1,0 +1,1 @@
+"""Network definitions and the one checkpoint format; no data, no training loops."""

@@ -1,0 +1,1 @@
+"""The Streamlit demo and its onnxruntime predictor."""

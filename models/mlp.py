@@ -292,8 +292,12 @@ class MLP(nn.Module):
     def thetas(self) -> tuple[np.ndarray, np.ndarray]:
         """(Theta1, Theta2) as float64 numpy arrays, bias in column 0."""
         return tuple(
-            np.hstack([layer.bias.detach().double().cpu().numpy()[:, None],
-                       layer.weight.detach().double().cpu().numpy()])
+            np.hstack(
+                [
+                    layer.bias.detach().double().cpu().numpy()[:, None],
+                    layer.weight.detach().double().cpu().numpy(),
+                ]
+            )
             for layer in (self.hidden, self.output)
         )
 

@@ -42,10 +42,13 @@ def test_sigmoid_and_its_gradient():
     assert mlp.sigmoid_gradient(torch.tensor(0.0)).item() == 0.25
     z = np.array([-1e3, -5.0, 0.0, 5.0, 1e3])
     assert np.all(np.isfinite(mlp.sigmoid(z)))
-    np.testing.assert_allclose(mlp.sigmoid(z), 1 / (1 + np.exp(-np.clip(z, -700, 700))), atol=1e-300)
+    np.testing.assert_allclose(
+        mlp.sigmoid(z), 1 / (1 + np.exp(-np.clip(z, -700, 700))), atol=1e-300
+    )
     eps = 1e-6
     np.testing.assert_allclose(
-        mlp.sigmoid_gradient(z[1:4]), (mlp.sigmoid(z[1:4] + eps) - mlp.sigmoid(z[1:4] - eps)) / (2 * eps),
+        mlp.sigmoid_gradient(z[1:4]),
+        (mlp.sigmoid(z[1:4] + eps) - mlp.sigmoid(z[1:4] - eps)) / (2 * eps),
         rtol=1e-8,
     )
 
@@ -107,7 +110,7 @@ def test_regularization_skips_the_bias_columns():
     J0, _ = mlp.nn_cost_function(mlp.pack_params(Theta1, Theta2), *sizes, X, y, 0.0)
     J1, _ = mlp.nn_cost_function(mlp.pack_params(Theta1, Theta2), *sizes, X, y, 1.0)
     expected = 1.0 / (2 * 20) * ((Theta1[:, 1:] ** 2).sum() + (Theta2[:, 1:] ** 2).sum())
-    assert J1 - J0 == pytest.approx(expected, rel=1e-12)
+    assert pytest.approx(expected, rel=1e-12) == J1 - J0
 
 
 def test_rand_initialize_weights():

@@ -66,7 +66,9 @@ def test_training_on_cuda_matches_cpu(data):
 def test_zero_init_keeps_hidden_units_identical(data):
     result = fit(data, MLPConfig(maxiter=20), init="zero", progress=False)
     # Symmetry is never broken: every hidden unit learns the same weights.
-    np.testing.assert_allclose(result.Theta1, np.broadcast_to(result.Theta1[0], result.Theta1.shape))
+    np.testing.assert_allclose(
+        result.Theta1, np.broadcast_to(result.Theta1[0], result.Theta1.shape)
+    )
     assert result.history[-1]["test_accuracy"] < 0.5
 
 
@@ -84,12 +86,21 @@ def test_train_mlp_entry_point_writes_its_artifacts(tmp_path, python):
     out = tmp_path / "mlp"
     run = subprocess.run(
         [python, "-m", "workshop.train_mlp", f"--out_dir={out}", "--maxiter=30"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert run.returncode == 0, run.stderr
     assert "test" in run.stdout and "logistic_regression" in run.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("train_accuracy", "test_accuracy", "lambda", "iterations", "train_seconds", "device"):
+    for key in (
+        "train_accuracy",
+        "test_accuracy",
+        "lambda",
+        "iterations",
+        "train_seconds",
+        "device",
+    ):
         assert key in metrics
     assert metrics["iterations"] == 30 and metrics["baselines"]["svm_rbf"]["test_accuracy"] > 0.9
     for png in ("samples.png", "hidden_layer.png", "learning_curve.png"):
@@ -107,7 +118,11 @@ def test_train_mlp_entry_point_writes_its_artifacts(tmp_path, python):
 def test_train_mlp_bad_dataset_is_a_message_not_a_traceback(tmp_path, python):
     bad = tmp_path / "ex4data1.mat"
     bad.write_bytes(b"broken")
-    run = subprocess.run([python, "-m", "workshop.train_mlp", f"--dataset={bad}"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [python, "-m", "workshop.train_mlp", f"--dataset={bad}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode != 0
     assert "not a readable MATLAB .mat file" in run.stderr and "Traceback" not in run.stderr

@@ -20,9 +20,8 @@ class ExerciseFailed(AssertionError):
         return [f"\x1b[31m✗ {self}\x1b[0m"]
 
 
-def _passed(name: str) -> bool:
+def _passed(name: str) -> None:
     print(f"✓ {name}: matches the reference")
-    return True
 
 
 def _diagnose(got, mistakes: dict[str, object]) -> str | None:
@@ -35,9 +34,11 @@ def _diagnose(got, mistakes: dict[str, object]) -> str | None:
 def _fail(name: str, got, want, mistakes: dict[str, object]):
     hint = _diagnose(got, mistakes)
     if hint is None:
-        diff = np.max(np.abs(np.asarray(got, dtype=float) - want)) if np.shape(got) == np.shape(
-            want
-        ) else f"shape {np.shape(got)} instead of {np.shape(want)}"
+        diff = (
+            np.max(np.abs(np.asarray(got, dtype=float) - want))
+            if np.shape(got) == np.shape(want)
+            else f"shape {np.shape(got)} instead of {np.shape(want)}"
+        )
         hint = f"no classic mistake matches; largest difference: {diff}"
     raise ExerciseFailed(f"{name}: differs from the reference. Likely mistake: {hint}")
 
@@ -57,7 +58,7 @@ def _problem(lambda_: float, seed: int = 0):
     return mlp.pack_params(Theta1, Theta2), sizes, X, y, lambda_, Theta1, Theta2
 
 
-def check_sigmoid_gradient(sigmoid_gradient) -> bool:
+def check_sigmoid_gradient(sigmoid_gradient) -> None:
     """Exercise: g'(z) elementwise for scalars, vectors and matrices."""
     z = np.array([[-8.0, -1.0, -0.5], [0.0, 0.5, 1.0], [2.0, 5.0, 30.0]])
     want = mlp.sigmoid_gradient(z)
@@ -73,14 +74,15 @@ def check_sigmoid_gradient(sigmoid_gradient) -> bool:
         _fail("sigmoid_gradient", got, want, mistakes)
     if not np.isclose(float(np.asarray(sigmoid_gradient(np.array(0.0)))), 0.25):
         raise ExerciseFailed("sigmoid_gradient(0) must be exactly 0.25")
-    return _passed("sigmoid_gradient")
+    _passed("sigmoid_gradient")
 
 
 def _cost_mistakes(Theta1, Theta2, X, y, lambda_):
     """Values of the regularized cost under each classic mistake."""
     m = len(X)
-    J, _ = mlp.nn_cost_function(mlp.pack_params(Theta1, Theta2), X.shape[1], Theta1.shape[0],
-                                Theta2.shape[0], X, y, lambda_)
+    J, _ = mlp.nn_cost_function(
+        mlp.pack_params(Theta1, Theta2), X.shape[1], Theta1.shape[0], Theta2.shape[0], X, y, lambda_
+    )
     reg = lambda_ / (2 * m) * ((Theta1[:, 1:] ** 2).sum() + (Theta2[:, 1:] ** 2).sum())
     bias = lambda_ / (2 * m) * ((Theta1[:, 0] ** 2).sum() + (Theta2[:, 0] ** 2).sum())
     h = mlp.feedforward(Theta1, Theta2, X)[-1]
@@ -99,7 +101,7 @@ def _cost_mistakes(Theta1, Theta2, X, y, lambda_):
     }
 
 
-def check_cost(cost_function) -> bool:
+def check_cost(cost_function) -> None:
     """Exercise: the regularized cost J; ``cost_function`` takes nn_cost_function's arguments.
 
     It may return J alone or (J, grad).
@@ -111,7 +113,7 @@ def check_cost(cost_function) -> bool:
         want, mistakes = _cost_mistakes(Theta1, Theta2, X, y, lambda_)
         if not np.isclose(got, want, rtol=1e-9, atol=1e-12):
             _fail(f"cost with lambda={lambda_:g}", got, want, mistakes)
-    return _passed("cost")
+    _passed("cost")
 
 
 def _gradient_mistakes(Theta1, Theta2, X, y, lambda_):
@@ -147,8 +149,8 @@ def _gradient_mistakes(Theta1, Theta2, X, y, lambda_):
     }
 
 
-def check_backprop(nn_cost_function) -> bool:
-    """Exercise: backpropagation; values of J and grad against the reference, then gradient check."""
+def check_backprop(nn_cost_function) -> None:
+    """Exercise: backpropagation; J and grad against the reference, then a gradient check."""
     check_cost(nn_cost_function)
     for lambda_ in (0.0, 3.0):
         nn_params, sizes, X, y, lambda_, Theta1, Theta2 = _problem(lambda_)
@@ -159,6 +161,8 @@ def check_backprop(nn_cost_function) -> bool:
             _fail(f"gradient with lambda={lambda_:g}", got, want, mistakes)
         diff = mlp.check_nn_gradients(lambda_, cost_function=nn_cost_function)
         if not diff < 1e-9:
-            raise ExerciseFailed(f"gradient check with lambda={lambda_:g}: relative difference "
-                                 f"{diff:.3g} (should be below 1e-9)")
-    return _passed("backpropagation (values and gradient check)")
+            raise ExerciseFailed(
+                f"gradient check with lambda={lambda_:g}: relative difference "
+                f"{diff:.3g} (should be below 1e-9)"
+            )
+    _passed("backpropagation (values and gradient check)")

@@ -40,7 +40,7 @@ def describe_device(device: torch.device) -> str:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 -- libraries that draw from the global state
     torch.manual_seed(seed)
 
 

@@ -8,6 +8,7 @@ import `models` and `workshop` directly.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -35,6 +36,8 @@ def lab_command(port: int, token: str, root: Path = NOTEBOOKS) -> list[str]:
         "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
+        "--LabApp.extension_manager=readonly",  # the workshop network may be offline
+        *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
     ]  # fmt: skip
 
 

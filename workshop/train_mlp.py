@@ -109,7 +109,9 @@ def gradient_descent(cost: Callable, x0, *, iterations: int, learning_rate, mome
 def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=True) -> FitResult:
     """Train from random (or, to show why not, "zero") initial weights; record a history."""
     device = pick_device(cfg.device)
-    backend = cfg.backend if cfg.backend != "auto" else ("numpy" if device.type == "cpu" else "torch")
+    backend = (
+        cfg.backend if cfg.backend != "auto" else ("numpy" if device.type == "cpu" else "torch")
+    )
     if backend == "numpy" and device.type != "cpu":
         raise ValueError("the numpy backend runs on the CPU only: use --backend=torch")
     if cfg.optimizer not in OPTIMIZERS:
@@ -131,7 +133,9 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
     def put(a):
         return torch.from_numpy(a).to(device) if backend == "torch" else a
 
-    X_train, y_train, X_test, y_test = map(put, (data.X_train, data.y_train, data.X_test, data.y_test))
+    X_train, y_train, X_test, y_test = map(
+        put, (data.X_train, data.y_train, data.X_test, data.y_test)
+    )
 
     def cost(p):
         J, grad = nn_cost_function(p, *sizes, X_train, y_train, cfg.lambda_)
@@ -163,13 +167,20 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
     start = time.perf_counter()
     if cfg.optimizer == "gd":
         p, done = gradient_descent(
-            cost, put(x0), iterations=maxiter, learning_rate=cfg.learning_rate,
-            momentum=cfg.momentum, on_iteration=on_iteration,
+            cost,
+            put(x0),
+            iterations=maxiter,
+            learning_rate=cfg.learning_rate,
+            momentum=cfg.momentum,
+            on_iteration=on_iteration,
         )
         p = p.cpu().numpy() if backend == "torch" else p
     else:
         p, done = minimize_cost(
-            cost_numpy, x0, method=OPTIMIZERS[cfg.optimizer], maxiter=maxiter,
+            cost_numpy,
+            x0,
+            method=OPTIMIZERS[cfg.optimizer],
+            maxiter=maxiter,
             on_iteration=on_iteration,
         )
     if device.type == "cuda":
@@ -179,7 +190,9 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
     if not history:  # converged before the first callback
         on_iteration(0, p, cost_numpy(p)[0])
     Theta1, Theta2 = (t.copy() for t in _unpack(p, *sizes))
-    return FitResult(Theta1, Theta2, history, done, seconds, f"{describe_device(device)}, {backend}")
+    return FitResult(
+        Theta1, Theta2, history, done, seconds, f"{describe_device(device)}, {backend}"
+    )
 
 
 def classic_baselines(data: DigitsSplit) -> dict:
@@ -229,32 +242,46 @@ def main(argv: list[str] | None = None) -> dict:
         metrics["baselines"] = classic_baselines(data)
 
     model_args = dict(
-        input_layer_size=data.X_train.shape[1], hidden_layer_size=cfg.hidden_layer_size, num_labels=10
+        input_layer_size=data.X_train.shape[1],
+        hidden_layer_size=cfg.hidden_layer_size,
+        num_labels=10,
     )
     meta = {**data.meta, "metrics": {k: metrics[k] for k in ("train_accuracy", "test_accuracy")}}
     save_checkpoint(
-        out / "checkpoint.pt", to_module(result.Theta1, result.Theta2), model_name="mlp",
-        model_args=model_args, optimizer={"name": metrics["optimizer"], "config": asdict(cfg)},
-        epoch=result.iterations, metrics=metrics, meta=meta,
+        out / "checkpoint.pt",
+        to_module(result.Theta1, result.Theta2),
+        model_name="mlp",
+        model_args=model_args,
+        optimizer={"name": metrics["optimizer"], "config": asdict(cfg)},
+        epoch=result.iterations,
+        metrics=metrics,
+        meta=meta,
     )
     write_json(out / "metrics.json", metrics)
     write_json(out / "history.json", {"history": result.history})
     sample = np.random.default_rng(cfg.seed).choice(len(data.X_train), 100, replace=False)
-    plots.save_figure(plots.display_data(data.X_train[sample], title="100 training digits"),
-                      out / "samples.png")
+    plots.save_figure(
+        plots.display_data(data.X_train[sample], title="100 training digits"), out / "samples.png"
+    )
     plots.save_figure(plots.display_hidden_layer(result.Theta1), out / "hidden_layer.png")
     plots.save_figure(
-        plots.plot_learning_curve(result.history, title=f"{metrics['optimizer']}, lambda {cfg.lambda_}"),
+        plots.plot_learning_curve(
+            result.history, title=f"{metrics['optimizer']}, lambda {cfg.lambda_}"
+        ),
         out / "learning_curve.png",
     )
 
-    print(f"MLP {model_args['input_layer_size']}-{cfg.hidden_layer_size}-10 on {data.name}: "
-          f"train {metrics['train_accuracy']:.2%}, test {metrics['test_accuracy']:.2%} "
-          f"({result.iterations} iterations of {metrics['optimizer']}, "
-          f"{result.train_seconds:.2f} s on {result.device})")
+    print(
+        f"MLP {model_args['input_layer_size']}-{cfg.hidden_layer_size}-10 on {data.name}: "
+        f"train {metrics['train_accuracy']:.2%}, test {metrics['test_accuracy']:.2%} "
+        f"({result.iterations} iterations of {metrics['optimizer']}, "
+        f"{result.train_seconds:.2f} s on {result.device})"
+    )
     for name, b in metrics.get("baselines", {}).items():
-        print(f"  {name:<20} train {b['train_accuracy']:.2%}, test {b['test_accuracy']:.2%} "
-              f"({b['train_seconds']:.2f} s)")
+        print(
+            f"  {name:<20} train {b['train_accuracy']:.2%}, test {b['test_accuracy']:.2%} "
+            f"({b['train_seconds']:.2f} s)"
+        )
     print(f"artifacts: {out}/")
     return metrics
 

@@ -1,0 +1,116 @@
+"""`make lab`'s server for real: JupyterLab on 127.0.0.1 with a token, notebooks, a kernel."""
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+from tornado.websocket import websocket_connect
+
+from workshop.lab import lab_command
+
+TOKEN = uuid.uuid4().hex
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base, path, method="GET", token=TOKEN):
+    req = urllib.request.Request(
+        f"{base}{path}", method=method, headers={"Authorization": f"token {token}"} if token else {}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = resp.read()
+        return json.loads(body) if body else None
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    port = free_port()
+    log = (tmp_path_factory.mktemp("lab") / "lab.log").open("w")
+    proc = subprocess.Popen(lab_command(port, TOKEN), stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            api(base, "/api/status")
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"JupyterLab did not start: see {log.name}")
+            time.sleep(0.5)
+    yield base
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+async def run_cell(ws_url: str, code: str) -> str:
+    conn = await websocket_connect(ws_url)
+    msg_id = uuid.uuid4().hex
+    conn.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                },
+            }
+        )
+    )
+    out = []
+    while True:
+        msg = json.loads(await asyncio.wait_for(conn.read_message(), 60))
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("ERROR " + msg["content"]["ename"])
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            conn.close()
+            return "".join(out)
+
+
+@pytest.mark.slow
+def test_lab_serves_the_notebooks_and_runs_a_cell(lab):
+    names = {item["name"] for item in api(lab, "/api/contents/")["content"]}
+    assert "01_mlp_backprop.ipynb" in names and "solutions" in names
+    with pytest.raises(urllib.error.HTTPError) as err:
+        api(lab, "/api/contents/", token=None)
+    assert err.value.code == 403
+
+    kernel = api(lab, "/api/kernels", method="POST")
+    try:
+        ws = f"{lab.replace('http', 'ws')}/api/kernels/{kernel['id']}/channels?token={TOKEN}"
+        code = (
+            "import sys; from models.mlp import sigmoid_gradient; "
+            "print(sigmoid_gradient(0.0), sys.prefix)"
+        )
+        out = asyncio.run(run_cell(ws, code))
+        assert out.startswith("0.25 ")
+        assert out.split()[1] == sys.prefix  # the project's environment is the kernel
+    finally:
+        api(lab, f"/api/kernels/{kernel['id']}", method="DELETE")

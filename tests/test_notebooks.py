@@ -1,0 +1,52 @@
+"""The workshop notebooks: exercise versions match their solutions, and both execute headlessly."""
+
+import nbformat
+import pytest
+from nbclient.exceptions import CellExecutionError
+
+from workshop.notebook_tools import NOTEBOOKS, SOLUTIONS, execute, exercise_notebook
+
+SOLUTION_NOTEBOOKS = sorted(SOLUTIONS.glob("*.ipynb"))
+
+
+def test_every_solution_has_its_exercise_notebook():
+    assert [p.name for p in SOLUTION_NOTEBOOKS] == ["01_mlp_backprop.ipynb"]
+    for solution in SOLUTION_NOTEBOOKS:
+        exercise = NOTEBOOKS / solution.name
+        assert exercise.read_text() == exercise_notebook(solution), (
+            f"{exercise.name} is stale: run `python -m workshop.notebook_tools`"
+        )
+
+
+@pytest.mark.parametrize(
+    "path",
+    SOLUTION_NOTEBOOKS + sorted(NOTEBOOKS.glob("*.ipynb")),
+    ids=lambda p: p.parent.name + "/" + p.name,
+)
+def test_notebooks_are_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=lambda p: p.name)
+def test_solution_notebook_runs_headlessly(path):
+    nb = execute(path)  # WORKSHOP_PROFILE=smoke (conftest) keeps the training short
+    text = "\n".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "✗" not in text and text.count("✓") >= 4
+    images = sum(
+        "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+    assert images >= 5  # samples, learning curve, hidden layer, mistakes, zero-init units
+
+
+@pytest.mark.slow
+def test_exercise_notebook_stops_at_the_first_exercise():
+    with pytest.raises(CellExecutionError, match="NotImplementedError") as err:
+        execute(NOTEBOOKS / "01_mlp_backprop.ipynb")
+    assert "check_cost(nn_cost)" in str(err.value)  # the cell after exercise 1

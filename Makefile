@@ -9,9 +9,9 @@ ARTIFACTS ?= artifacts
 LAB_PORT ?= 8888
 
 # numpy and scipy each bring an OpenBLAS; one thread each keeps them from fighting
-# torch (and each other) for the 2 cores. torch gets the cores through OMP.
+# torch (and each other) for the 2 cores. torch takes the cores through OMP
+# (MKL_NUM_THREADS would cap torch too, so it is left alone).
 export OPENBLAS_NUM_THREADS ?= 1
-export MKL_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
@@ -50,4 +50,4 @@ demo: train-mlp
 
 clean:
 	rm -rf $(ARTIFACTS) data .pytest_cache .ruff_cache
-	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -30,11 +30,12 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def describe_device(device: torch.device) -> str:
-    """A readable device name for metrics files: 'cpu (2 threads)', 'cuda (NVIDIA H100 ...)'."""
+    """A readable device name for metrics files: 'cpu, 2 threads', 'cuda (NVIDIA H100 ...)'."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
+        n = torch.get_num_threads()
+        return f"cpu, {n} thread{'s' if n > 1 else ''}"
     return device.type
 
 

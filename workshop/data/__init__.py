@@ -1,0 +1,1 @@
+"""Data sets of the workshop: bundled digits, synthetic scenes, image folders, COCO."""

@@ -15,7 +15,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup test test-fast lint format lab train-mlp demo clean
+.PHONY: setup test test-fast lint format lab notebooks train-mlp train-alexnet demo clean
 
 setup: $(STAMP)
 
@@ -42,11 +42,21 @@ format: setup
 lab: setup
 	$(PY) -m workshop.lab --port=$(LAB_PORT)
 
+notebooks: setup
+	$(PY) -m workshop.notebook_tools
+
 train-mlp: setup
 	$(PY) -m workshop.train_mlp
 
-demo: train-mlp
-	@echo "demo: module 1 done; artifacts in $(ARTIFACTS)/mlp/"
+# Generates the synthetic shapes into data/ when missing, trains, converts to the FCN.
+train-alexnet: setup
+	$(PY) -m workshop.train_alexnet
+
+# The embedded pipeline, each step skipped when its artifacts exist (make clean to redo).
+demo: setup
+	@test -f $(ARTIFACTS)/mlp/checkpoint.pt || $(MAKE) --no-print-directory train-mlp
+	@test -f $(ARTIFACTS)/alexnet/checkpoint.pt || $(MAKE) --no-print-directory train-alexnet
+	@$(PY) -m workshop.summary
 
 clean:
 	rm -rf $(ARTIFACTS) data .pytest_cache .ruff_cache

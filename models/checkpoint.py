@@ -15,9 +15,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from models.alexnet import AlexNet, FullyConvolutionalAlexNet
 from models.mlp import MLP
 
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP}
+MODELS: dict[str, type[nn.Module]] = {
+    "mlp": MLP,
+    "alexnet": AlexNet,
+    "alexnet_fcn": FullyConvolutionalAlexNet,
+}
 KEYS = ("model_name", "model_args", "state_dict", "optimizer", "epoch", "metrics", "meta")
 
 

@@ -7,6 +7,7 @@ from nbclient.exceptions import CellExecutionError
 from workshop.notebook_tools import NOTEBOOKS, SOLUTIONS, execute, exercise_notebook
 
 SOLUTION_NOTEBOOKS = sorted(SOLUTIONS.glob("*.ipynb"))
+PLAIN_NOTEBOOKS = sorted(p for p in NOTEBOOKS.glob("*.ipynb") if not (SOLUTIONS / p.name).exists())
 
 
 def test_every_solution_has_its_exercise_notebook():
@@ -43,6 +44,24 @@ def test_solution_notebook_runs_headlessly(path):
         for o in c.outputs
     )
     assert images >= 5  # samples, learning curve, hidden layer, mistakes, zero-init units
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", PLAIN_NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_headlessly(path):
+    nb = execute(path)  # the smoke profile trains a tiny model for two steps
+    images = sum(
+        "image/png" in o.get("data", {})
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
+    assert images >= 3
+
+
+def test_every_module_has_its_notebook():
+    names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
+    assert {"01_mlp_backprop.ipynb", "02_fcn_alexnet.ipynb"} <= names
 
 
 @pytest.mark.slow

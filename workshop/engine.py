@@ -1,25 +1,42 @@
-"""What every trainer shares: the one device decision, seeding, metrics files.
+"""The training engine shared by modules 2 and 3.
 
-Module 2 grows this into the full training engine (AMP, DDP, resume).
+One device decision (CUDA, then MPS, then CPU), bf16 autocast on CUDA,
+channels_last, optional torch.compile, DDP through torchrun's environment with
+an ``is_main`` gate around printing and saving, deterministic per-epoch
+shuffling (``set_epoch`` semantics), and checkpoints written every epoch with a
+temporary file and a rename. ``--resume`` restores model, optimizer,
+scheduler, epoch and every RNG, so a run killed at any moment and resumed ends
+with exactly the weights of an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import math
 import os
 import random
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def pick_device(requested: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU for "auto"; a named device must exist."""
     if requested == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -60,3 +77,253 @@ def write_json(path, data: dict) -> Path:
 def artifacts_dir(model: str) -> Path:
     """artifacts/<model>/, or $ARTIFACTS/<model>/ when ARTIFACTS is set."""
     return Path(os.environ.get("ARTIFACTS", "artifacts")) / model
+
+
+# ----------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device: torch.device) -> Dist:
+    """Join the process group when started by torchrun (RANK/WORLD_SIZE set); else single."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", 1)) == 1:
+        return Dist()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short hash of every parameter's bytes: equal digests mean identical weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def gather_digests(model: nn.Module, d: Dist) -> list[str]:
+    """Every rank's weights digest (a check that DDP kept the replicas identical)."""
+    digest = weights_digest(model)
+    if not d.enabled:
+        return [digest]
+    out = [None] * d.world_size
+    dist.all_gather_object(out, digest)
+    return out
+
+
+# ------------------------------------------------------------------------ precision
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool, d: Dist):
+    """Move, set memory format, wrap in DDP. Returns (model to train, unwrapped model)."""
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    raw = model
+    if d.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model, raw
+
+
+# ------------------------------------------------------------------------ the loops
+
+
+def epoch_batches(n: int, batch_size: int, epoch: int, seed: int, d: Dist, shuffle=True):
+    """This rank's index batches for one epoch: a permutation fixed by (seed, epoch).
+
+    Like DistributedSampler with set_epoch: ranks take interleaved shares of the
+    same permutation, padded so every rank runs the same number of steps.
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    per_rank = math.ceil(n / d.world_size)
+    order = torch.cat([order, order[: per_rank * d.world_size - n]])[d.rank :: d.world_size]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: list[torch.Tensor],
+    get_batch: Callable[[torch.Tensor], tuple],
+    loss_fn: Callable,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    device: torch.device,
+    *,
+    epoch: int,
+    d: Dist,
+    channels_last: bool = False,
+    desc: str = "train",
+) -> dict:
+    """One pass over ``batches``; ``loss_fn(output, target) -> (loss, parts, correct)``.
+
+    ``get_batch(indices) -> (inputs, targets)`` already on the device. Stops
+    loudly on a non-finite loss, printing its parts.
+    """
+    model.train()
+    total_loss, total_correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    bar = tqdm(
+        batches, desc=f"{desc} epoch {epoch}", unit="batch", disable=not d.is_main, leave=False
+    )
+    for indices in bar:
+        x, target = get_batch(indices)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            output = model(x)
+        loss, parts, correct = loss_fn(
+            output.float() if torch.is_tensor(output) else output, target
+        )
+        if not torch.isfinite(loss):
+            shown = {k: float(v) for k, v in parts.items()}
+            raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch}: parts {shown}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        n = len(indices)
+        total_loss += loss.item() * n
+        total_correct += int(correct)
+        seen += n
+        bar.set_postfix(
+            loss=f"{total_loss / seen:.3f}",
+            acc=f"{total_correct / seen:.1%}",
+            img_s=f"{seen * d.world_size / (time.perf_counter() - start):.0f}",
+        )
+    seconds = time.perf_counter() - start
+    return {
+        "loss": total_loss / seen,
+        "accuracy": total_correct / seen,
+        "images_per_s": seen * d.world_size / seconds,
+        "seconds": seconds,
+    }
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, get_batch, loss_fn, device, *, channels_last=False) -> dict:
+    model.eval()
+    total_loss, total_correct, seen = 0.0, 0, 0
+    for indices in batches:
+        x, target = get_batch(indices)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device):
+            output = model(x)
+        loss, _, correct = loss_fn(output.float() if torch.is_tensor(output) else output, target)
+        total_loss += loss.item() * len(indices)
+        total_correct += int(correct)
+        seen += len(indices)
+    return {"loss": total_loss / seen, "accuracy": total_correct / seen}
+
+
+# ----------------------------------------------------------------- checkpoint, resume
+
+
+def rng_state() -> dict:
+    """Every RNG the training touches, as weights_only-loadable values."""
+    np_state = np.random.get_state()  # noqa: NPY002
+    return {
+        "python": list(random.getstate()[1]),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "gauss": [int(np_state[3]), float(np_state[4])],
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate((3, tuple(state["python"]), None))
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            state["numpy"]["keys"].numpy().astype(np.uint32),
+            state["numpy"]["pos"],
+            *state["numpy"]["gauss"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_state(
+    path, raw_model, optimizer, scheduler, *, epoch, model_name, model_args, history, meta
+) -> None:
+    """The resumable state after ``epoch`` epochs, in the one checkpoint format."""
+    save_checkpoint(
+        path,
+        raw_model,
+        model_name=model_name,
+        model_args=model_args,
+        epoch=epoch,
+        optimizer={
+            "state": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler else None,
+            "rng": rng_state(),
+        },
+        metrics={"history": history},
+        meta=meta,
+    )
+
+
+def resume_training(path, raw_model, optimizer, scheduler) -> tuple[int, list]:
+    """Restore everything save_training_state wrote; returns (epochs done, history)."""
+    ckpt = load_checkpoint(path)
+    raw_model.load_state_dict(ckpt["state_dict"])
+    optimizer.load_state_dict(ckpt["optimizer"]["state"])
+    if scheduler is not None and ckpt["optimizer"]["scheduler"] is not None:
+        scheduler.load_state_dict(ckpt["optimizer"]["scheduler"])
+    set_rng_state(ckpt["optimizer"]["rng"])
+    return ckpt["epoch"], ckpt["metrics"]["history"]
+
+
+def plot_history(history: list[dict], path, title: str = "") -> Path:
+    """Loss and accuracy curves per epoch (train and val) to a PNG."""
+    from matplotlib.figure import Figure
+
+    from workshop.plots import save_figure
+
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    for split, style in (("train", "-o"), ("val", "--o")):
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], style, label=split)
+        ax_acc.plot(epochs, [100 * h[f"{split}_accuracy"] for h in history], style, label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

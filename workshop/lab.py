@@ -29,7 +29,9 @@ class LabConfig:
 def lab_command(port: int, token: str, root: Path = NOTEBOOKS) -> list[str]:
     """The argv that starts JupyterLab bound to loopback with token auth."""
     return [
-        sys.executable, "-m", "jupyterlab",
+        sys.executable,
+        "-m",
+        "jupyterlab",
         "--no-browser",
         "--ServerApp.ip=127.0.0.1",
         f"--ServerApp.port={port}",
@@ -38,7 +40,7 @@ def lab_command(port: int, token: str, root: Path = NOTEBOOKS) -> list[str]:
         f"--ServerApp.root_dir={root}",
         "--LabApp.extension_manager=readonly",  # the workshop network may be offline
         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
-    ]  # fmt: skip
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,90 @@
+"""Heatmap geometry and rendering for the fully convolutional AlexNet (numpy + PIL, no torch).
+
+Cell (i, j) of an FCN map is the classifier's answer for the 224x224 window
+whose top-left corner is (32 j, 32 i) in image pixels, so its centre is at
+(32 j + 112, 32 i + 112). Cells are drawn as 32x32 blocks around those centres:
+the map covers the image minus a 96-pixel margin, exactly where windows were
+evaluated, and is never stretched over the whole image. The serving code
+(streamlit_app) uses these functions too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+WINDOW, STRIDE = 224, 32
+
+
+def cell_centers(map_h: int, map_w: int, window: int = WINDOW, stride: int = STRIDE):
+    """Image coordinates (x, y) of every cell's window centre: two (map_h, map_w) arrays."""
+    ys = np.arange(map_h) * stride + window / 2
+    xs = np.arange(map_w) * stride + window / 2
+    return np.meshgrid(xs, ys)
+
+
+def window_box(i: int, j: int, window: int = WINDOW, stride: int = STRIDE) -> tuple[int, ...]:
+    """The (x0, y0, x1, y1) window of cell (i, j)."""
+    return (j * stride, i * stride, j * stride + window, i * stride + window)
+
+
+def place_map(values: np.ndarray, image_hw: tuple[int, int], window=WINDOW, stride=STRIDE):
+    """(h, w) cell values -> (H, W) image-sized array, NaN where no window is centred."""
+    H, W = image_hw
+    out = np.full((H, W), np.nan, dtype=np.float32)
+    block = np.kron(values.astype(np.float32), np.ones((stride, stride), np.float32))
+    top = left = (window - stride) // 2  # the centre block of the first window
+    bh, bw = min(block.shape[0], H - top), min(block.shape[1], W - left)
+    if bh > 0 and bw > 0:
+        out[top : top + bh, left : left + bw] = block[:bh, :bw]
+    return out
+
+
+def colorize(values: np.ndarray, cmap: str = "inferno", vmin=0.0, vmax=1.0) -> np.ndarray:
+    """Float array (NaN = transparent) -> RGBA uint8 through a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    norm = np.clip((np.nan_to_num(values, nan=vmin) - vmin) / (vmax - vmin or 1.0), 0, 1)
+    rgba = (colormaps[cmap](norm) * 255).astype(np.uint8)
+    rgba[..., 3] = np.where(np.isnan(values), 0, 255)
+    return rgba
+
+
+def overlay(image: np.ndarray, values: np.ndarray, *, alpha=0.5, cmap="inferno") -> np.ndarray:
+    """Blend a placed map (H, W, NaN outside) over an RGB uint8 image of the same size."""
+    rgba = colorize(values, cmap).astype(np.float32)
+    a = (rgba[..., 3:] / 255) * alpha
+    return (image.astype(np.float32) * (1 - a) + rgba[..., :3] * a).round().astype(np.uint8)
+
+
+PALETTE = np.array(
+    [
+        [230, 25, 75],
+        [60, 180, 75],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [128, 128, 128],
+        [0, 0, 0],
+    ],
+    np.uint8,
+)
+
+
+def argmax_image(probs: np.ndarray, image_hw, background: int | None = None) -> np.ndarray:
+    """(C, h, w) probabilities -> RGBA image of the winning class per cell (background clear)."""
+    winner = probs.argmax(0)
+    placed = place_map(winner, image_hw)
+    rgba = np.zeros((*image_hw, 4), np.uint8)
+    valid = ~np.isnan(placed)
+    idx = np.nan_to_num(placed, nan=0).astype(int)
+    rgba[..., :3] = PALETTE[idx % len(PALETTE)]
+    rgba[..., 3] = np.where(valid & (idx != (background if background is not None else -1)), 170, 0)
+    return rgba
+
+
+def save_png(array: np.ndarray, path) -> None:
+    Image.fromarray(array).save(path, format="PNG")

@@ -1,0 +1,302 @@
+"""Module 2: train AlexNet on 224 crops, convert it to a fully convolutional net, map scenes.
+
+    make train-alexnet                                    # synthetic shapes, CPU-sized width
+    python -m workshop.train_alexnet --epochs=12 --width=0.5
+    python -m workshop.train_alexnet --dataset=path/to/folder   # train/ + val/ or class folders
+    python -m workshop.train_alexnet --dataset=path/to/PetImages
+    python -m workshop.train_alexnet --pretrained=true --width=1  # start from ImageNet weights
+    python -m workshop.train_alexnet --resume=true        # continue a killed run
+    torchrun --standalone --nproc_per_node=2 -m workshop.train_alexnet   # DDP
+
+Writes artifacts/alexnet/: checkpoint.pt (the fully convolutional net), train_state.pt
+(resumable), metrics.json, history.json, curves.png and heatmaps_*.png.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from models.alexnet import STRIDE, WINDOW, alexnet
+from models.checkpoint import save_checkpoint
+from models.heatmap import save_png
+from workshop import engine
+from workshop.cli import parse_config
+from workshop.data import images as imgdata
+from workshop.data import synthetic
+from workshop.fcn import compare_with_sliding_window, heatmap_figure, pointing_game
+from workshop.plots import save_figure
+
+
+@dataclass
+class AlexNetConfig:
+    dataset: str = "synthetic"  # synthetic | a folder (train/ + val/, class folders, PetImages)
+    synthetic_size: str = "full"  # full | small (smoke tests)
+    data_dir: str = "data"  # where generated data and image caches go
+    width: float = 0.0  # channel multiplier; 0 = auto (0.25 on CPU, 1.0 on GPU)
+    pretrained: bool = False  # start from torchvision's ImageNet weights (width 1 only)
+    epochs: int = 20  # passes over the training crops
+    batch_size: int = 64  # images per step (per process under DDP)
+    lr: float = 1e-3  # peak AdamW learning rate (one-cycle schedule)
+    weight_decay: float = 1e-4  # AdamW weight decay
+    device: str = "auto"  # auto | cpu | cuda | mps
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = True  # NHWC memory format (faster on CUDA and on CPU here)
+    seed: int = 0  # data order, augmentation, initialization
+    resume: bool = False  # continue from out_dir/train_state.pt
+    max_steps: int = 0  # stop each epoch after this many steps (0 = full epochs; smoke runs)
+    pointing_scenes: int = 0  # held-out scenes for the pointing game (0 = all)
+    sliding_check: bool = True  # compare with the sliding window on a 1080p scene
+    out_dir: str = ""  # default: artifacts/alexnet (or $ARTIFACTS/alexnet)
+
+
+def load_data(cfg: AlexNetConfig, d: engine.Dist):
+    """(train, val) CachedImages plus the scenes folder for synthetic data (else None)."""
+    root = Path(cfg.data_dir)
+    scenes = None
+    if cfg.dataset == "synthetic":
+        syn_cfg = synthetic.SyntheticConfig(seed=cfg.seed)
+        if cfg.synthetic_size == "small":
+            syn_cfg = syn_cfg.small()
+        syn_root = root / ("synthetic" if cfg.synthetic_size == "full" else "synthetic-small")
+        if d.is_main:
+            synthetic.generate(syn_root, syn_cfg)
+        if d.enabled:
+            dist.barrier()
+        crops = syn_root / "crops"
+        train_f = imgdata.ImageFolder.scan(crops / "train")
+        val_f = imgdata.ImageFolder.scan(crops / "val")
+        scenes = syn_root / "scenes" / "val"
+        name = syn_root.name
+    else:
+        train_f, val_f = imgdata.split_folders(cfg.dataset, seed=cfg.seed)
+        name = Path(cfg.dataset).name
+    cache_dir = root / "cache"
+    caches = []
+    for split, folder in (("train", train_f), ("val", val_f)):
+        if d.is_main:
+            caches.append(imgdata.cache_images(folder, cache_dir, f"{name}-{split}"))
+        if d.enabled:
+            dist.barrier()
+        if not d.is_main:
+            caches.append(imgdata.cache_images(folder, cache_dir, f"{name}-{split}"))
+    return caches[0], caches[1], scenes, name
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    cfg = parse_config(AlexNetConfig, argv)
+    device = engine.pick_device(cfg.device)
+    d = engine.setup_distributed(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    width = cfg.width or (1.0 if device.type == "cuda" else 0.25)
+    channels_last = cfg.channels_last
+    out = Path(cfg.out_dir) if cfg.out_dir else engine.artifacts_dir("alexnet")
+    log = print if d.is_main else (lambda *a, **k: None)
+    engine.seed_everything(cfg.seed)
+
+    try:
+        train, val, scenes, data_name = load_data(cfg, d)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    classes = train.classes
+    log(
+        f"data: {data_name}: {len(train)} train / {len(val)} val crops, classes {classes}"
+        + (f", skipped {train.skipped}" if train.skipped else "")
+    )
+
+    # Keep the uint8 images on the GPU when they fit; batches are cut and augmented there.
+    on_device = device.type == "cuda" and train.images.nbytes < 0.25 * torch.cuda.mem_get_info()[0]
+    store = {
+        split: torch.from_numpy(np.array(c.images)).to(device if on_device else "cpu")
+        for split, c in (("train", train), ("val", val))
+    }
+    labels = {"train": torch.from_numpy(train.labels), "val": torch.from_numpy(val.labels)}
+
+    def batch_getter(split: str, generator=None):
+        def get(indices):
+            x = store[split][indices.to(store[split].device)].to(device, non_blocking=True)
+            x = imgdata.make_batch(x, train=split == "train", generator=generator)
+            return x, labels[split][indices].to(device)
+
+        return get
+
+    def loss_fn(logits, y):
+        loss = F.cross_entropy(logits, y)
+        return loss, {"cross_entropy": loss}, (logits.argmax(1) == y).sum().item()
+
+    try:
+        model = alexnet(num_classes=len(classes), width=width, pretrained=cfg.pretrained)
+    except (RuntimeError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
+    model, raw = engine.prepare_model(model, device, channels_last=channels_last, d=d)
+    model_args = {"num_classes": len(classes), "width": width}
+    train_model = torch.compile(model) if cfg.compile else model
+
+    steps = len(engine.epoch_batches(len(train), cfg.batch_size, 0, cfg.seed, d))
+    steps = min(steps, cfg.max_steps) if cfg.max_steps else steps
+    optimizer = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.2
+    )
+    meta = {
+        "kind": "fcn",
+        "classes": classes,
+        **imgdata.preprocessing_meta(),
+        "window": WINDOW,
+        "stride": STRIDE,
+        "offset": 0,
+        "background": synthetic.BACKGROUND in classes,
+        "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},
+    }
+    state_path = out / "train_state.pt"
+    start_epoch, history = 0, []
+    if cfg.resume and state_path.is_file():
+        start_epoch, history = engine.resume_training(state_path, raw, optimizer, scheduler)
+        log(f"resumed from {state_path} after epoch {start_epoch}")
+
+    started = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        batches = engine.epoch_batches(len(train), cfg.batch_size, epoch, cfg.seed, d)
+        batches = batches[:steps]
+        aug = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 101 + d.rank)
+        stats = engine.train_one_epoch(
+            train_model,
+            batches,
+            batch_getter("train", aug),
+            loss_fn,
+            optimizer,
+            scheduler,
+            device,
+            epoch=epoch + 1,
+            d=d,
+            channels_last=channels_last,
+            desc="alexnet",
+        )
+        val_batches = engine.epoch_batches(len(val), 256, 0, 0, engine.Dist(), shuffle=False)
+        val_stats = engine.evaluate(
+            raw, val_batches, batch_getter("val"), loss_fn, device, channels_last=channels_last
+        )
+        history.append(
+            {
+                "epoch": epoch + 1,
+                **{f"train_{k}": v for k, v in stats.items()},
+                "val_loss": val_stats["loss"],
+                "val_accuracy": val_stats["accuracy"],
+            }
+        )
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['loss']:.3f} acc "
+            f"{stats['accuracy']:.1%} ({stats['images_per_s']:.0f} img/s), val loss "
+            f"{val_stats['loss']:.3f} acc {val_stats['accuracy']:.1%}"
+        )
+        if d.is_main:
+            engine.save_training_state(
+                state_path,
+                raw,
+                optimizer,
+                scheduler,
+                epoch=epoch + 1,
+                model_name="alexnet",
+                model_args=model_args,
+                history=history,
+                meta=meta,
+            )
+            engine.write_json(out / "history.json", {"history": history})
+            engine.plot_history(history, out / "curves.png", title=f"AlexNet (width {width})")
+    train_seconds = time.perf_counter() - started
+    digests = engine.gather_digests(raw, d)
+    if d.enabled:
+        dist.destroy_process_group()
+    if not d.is_main:
+        return None
+
+    metrics = finish(raw, history, cfg, meta, model_args, out, scenes, device)
+    metrics.update(
+        train_seconds=train_seconds,
+        device=engine.describe_device(device),
+        world_size=d.world_size,
+        rank_weight_digests=digests,
+        width=width,
+        dataset=data_name,
+        skipped_images=train.skipped,
+        config=asdict(cfg),
+    )
+    engine.write_json(out / "metrics.json", metrics)
+    log(
+        f"AlexNet (width {width}) on {data_name}: val accuracy {metrics['val_accuracy']:.1%}, "
+        f"pointing accuracy {metrics.get('pointing_accuracy', float('nan')):.1%}, "
+        f"{train_seconds:.0f} s training on {metrics['device']}"
+    )
+    print(f"artifacts: {out}/")
+    return metrics
+
+
+def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device) -> dict:
+    """Net surgery, its checks, the pointing game, example heatmaps; save the FCN checkpoint."""
+    raw = raw.float().to(memory_format=torch.contiguous_format).eval()
+    fcn = raw.to_fully_convolutional()
+    x = torch.randn(4, 3, WINDOW, WINDOW, device=device)
+    with torch.no_grad():
+        surgery_diff = (raw(x) - fcn(x)[:, :, 0, 0]).abs().max().item()
+    metrics = {
+        "val_accuracy": history[-1]["val_accuracy"],
+        "val_loss": history[-1]["val_loss"],
+        "epochs": history[-1]["epoch"],
+        "fcn_vs_classifier_max_abs_diff": surgery_diff,
+    }
+    if scenes is not None:
+        metrics.update(
+            pointing_game(
+                fcn,
+                scenes / "annotations.json",
+                scenes / "images",
+                meta["classes"],
+                limit=cfg.pointing_scenes,
+            )
+        )
+        render_examples(fcn, scenes, meta["classes"], out)
+        if cfg.sliding_check:
+            scene = _largest_scene(scenes)
+            metrics["sliding_window"] = compare_with_sliding_window(raw, scene)
+    meta = {**meta, "metrics": {k: metrics[k] for k in ("val_accuracy",) if k in metrics}}
+    if "pointing_accuracy" in metrics:
+        meta["metrics"]["pointing_accuracy"] = metrics["pointing_accuracy"]
+    save_checkpoint(
+        out / "checkpoint.pt",
+        fcn,
+        model_name="alexnet_fcn",
+        model_args=model_args,
+        epoch=metrics["epochs"],
+        metrics=metrics,
+        meta=meta,
+    )
+    return metrics
+
+
+def _largest_scene(scenes: Path):
+    import json
+
+    coco = json.loads((scenes / "annotations.json").read_text())
+    info = max(coco["images"], key=lambda i: i["width"] * i["height"])
+    return imgdata.open_rgb(scenes / "images" / info["file_name"])
+
+
+def render_examples(fcn, scenes: Path, classes: list[str], out: Path, count: int = 3) -> None:
+    """heatmaps_<n>.png (every class map and the argmax map) and overlay_<n>.png per scene."""
+    for n, path in enumerate(sorted((scenes / "images").glob("*.jpg"))[:count]):
+        image = np.asarray(imgdata.open_rgb(path))
+        fig, overlays = heatmap_figure(fcn, image, classes)
+        save_figure(fig, out / f"heatmaps_{n}.png", dpi=90)
+        save_png(overlays[0], out / f"overlay_{n}.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,11 +1,13 @@
 """Heatmap geometry and rendering for the fully convolutional AlexNet (numpy + PIL, no torch).
 
 Cell (i, j) of an FCN map is the classifier's answer for the 224x224 window
-whose top-left corner is (32 j, 32 i) in image pixels, so its centre is at
-(32 j + 112, 32 i + 112). Cells are drawn as 32x32 blocks around those centres:
-the map covers the image minus a 96-pixel margin, exactly where windows were
-evaluated, and is never stretched over the whole image. The serving code
-(streamlit_app) uses these functions too.
+whose top-left corner is (offset + 32 j, offset + 32 i) in image pixels, so its
+centre is at (offset + 32 j + 112, offset + 32 i + 112). ``offset`` is 0 for the
+bare image; the workshop pads images by MARGIN = 96 pixels on every side
+(offset -96) so that window centres reach 16 pixels from each edge and objects
+near the border are seen centred too. Cells are drawn as 32x32 blocks around
+their window centres, exactly where windows were evaluated, never stretched.
+The serving code (streamlit_app) uses these functions too.
 """
 
 from __future__ import annotations
@@ -14,29 +16,34 @@ import numpy as np
 from PIL import Image
 
 WINDOW, STRIDE = 224, 32
+MARGIN = (WINDOW - STRIDE) // 2  # 96: padding that puts the first window centre at 16 px
 
 
-def cell_centers(map_h: int, map_w: int, window: int = WINDOW, stride: int = STRIDE):
+def cell_centers(map_h: int, map_w: int, offset: int = 0, window=WINDOW, stride=STRIDE):
     """Image coordinates (x, y) of every cell's window centre: two (map_h, map_w) arrays."""
-    ys = np.arange(map_h) * stride + window / 2
-    xs = np.arange(map_w) * stride + window / 2
+    ys = offset + np.arange(map_h) * stride + window / 2
+    xs = offset + np.arange(map_w) * stride + window / 2
     return np.meshgrid(xs, ys)
 
 
-def window_box(i: int, j: int, window: int = WINDOW, stride: int = STRIDE) -> tuple[int, ...]:
-    """The (x0, y0, x1, y1) window of cell (i, j)."""
-    return (j * stride, i * stride, j * stride + window, i * stride + window)
+def window_box(i: int, j: int, offset: int = 0, window=WINDOW, stride=STRIDE) -> tuple[int, ...]:
+    """The (x0, y0, x1, y1) window of cell (i, j), in image pixels (may reach outside)."""
+    x0, y0 = offset + j * stride, offset + i * stride
+    return (x0, y0, x0 + window, y0 + window)
 
 
-def place_map(values: np.ndarray, image_hw: tuple[int, int], window=WINDOW, stride=STRIDE):
+def place_map(values: np.ndarray, image_hw: tuple[int, int], offset: int = 0, window=WINDOW,
+              stride=STRIDE) -> np.ndarray:  # fmt: skip
     """(h, w) cell values -> (H, W) image-sized array, NaN where no window is centred."""
     H, W = image_hw
     out = np.full((H, W), np.nan, dtype=np.float32)
     block = np.kron(values.astype(np.float32), np.ones((stride, stride), np.float32))
-    top = left = (window - stride) // 2  # the centre block of the first window
-    bh, bw = min(block.shape[0], H - top), min(block.shape[1], W - left)
+    start = offset + (window - stride) // 2  # top-left of the first window's centre block
+    src = max(0, -start)  # rows/columns of the block that fall before the image
+    top = max(0, start)
+    bh, bw = min(block.shape[0] - src, H - top), min(block.shape[1] - src, W - top)
     if bh > 0 and bw > 0:
-        out[top : top + bh, left : left + bw] = block[:bh, :bw]
+        out[top : top + bh, top : top + bw] = block[src : src + bh, src : src + bw]
     return out
 
 
@@ -74,10 +81,11 @@ PALETTE = np.array(
 )
 
 
-def argmax_image(probs: np.ndarray, image_hw, background: int | None = None) -> np.ndarray:
+def argmax_image(probs: np.ndarray, image_hw, background: int | None = None,
+                 offset: int = 0) -> np.ndarray:  # fmt: skip
     """(C, h, w) probabilities -> RGBA image of the winning class per cell (background clear)."""
     winner = probs.argmax(0)
-    placed = place_map(winner, image_hw)
+    placed = place_map(winner, image_hw, offset)
     rgba = np.zeros((*image_hw, 4), np.uint8)
     valid = ~np.isnan(placed)
     idx = np.nan_to_num(placed, nan=0).astype(int)

@@ -201,7 +201,7 @@ def train_one_epoch(
             output.float() if torch.is_tensor(output) else output, target
         )
         if not torch.isfinite(loss):
-            shown = {k: float(v) for k, v in parts.items()}
+            shown = {k: float(v.detach()) if torch.is_tensor(v) else v for k, v in parts.items()}
             raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch}: parts {shown}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

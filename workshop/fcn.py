@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from models.alexnet import STRIDE, WINDOW, AlexNet, FullyConvolutionalAlexNet, output_size
-from models.heatmap import argmax_image, cell_centers, overlay, place_map
+from models.heatmap import MARGIN, argmax_image, cell_centers, overlay, place_map
 from workshop.data.images import normalize, open_rgb
 from workshop.engine import autocast
 
@@ -29,21 +29,51 @@ def image_tensor(image, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def class_maps(fcn: FullyConvolutionalAlexNet, image, device=None) -> np.ndarray:
-    """Softmax over classes of the FCN's logits: (classes, h, w) float32 numpy."""
+def class_logits(fcn: FullyConvolutionalAlexNet, image, device=None, margin: int = MARGIN):
+    """The FCN's logits for a whole image: (classes, h, w) float32 numpy.
+
+    The image is zero-padded (the mean colour, after normalization) by ``margin``
+    pixels on every side first, so the map's geometry has offset -margin: with
+    the default 96, window centres run from 16 pixels inside each edge.
+    """
     device = device or next(fcn.parameters()).device
     fcn.eval()
+    x = F.pad(image_tensor(image, device), (margin,) * 4, mode=PAD_MODE)
     with autocast(device):
-        logits = fcn(image_tensor(image, device))
-    return torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+        logits = fcn(x)
+    return logits.float()[0].cpu().numpy()
+
+
+def class_maps(fcn: FullyConvolutionalAlexNet, image, device=None, margin: int = MARGIN):
+    """Softmax over classes of the logits: (classes, h, w) probabilities, float32."""
+    logits = class_logits(fcn, image, device, margin)
+    e = np.exp(logits - logits.max(0, keepdims=True))
+    return e / e.sum(0, keepdims=True)
+
+
+def log_odds(logits: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) per class and cell: z_c - logsumexp(z_others), float64.
+
+    It ranks like the probability but never saturates: two cells at p = 1.0
+    in floating point still have different log-odds.
+    """
+    z = logits.astype(np.float64)
+    out = np.empty_like(z)
+    for c in range(len(z)):
+        others = np.delete(z, c, axis=0)
+        m = others.max(0)
+        out[c] = z[c] - m - np.log(np.exp(others - m).sum(0))
+    return out
 
 
 def pointing_game(fcn, coco_json, images_dir, classes: list[str], limit: int = 0) -> dict:
     """For each (scene, class present) pair: does the class map's peak fall inside a box of it?
 
-    The peak is the centre of the best cell's window; a hit needs it inside a
-    ground-truth box of that class (no tolerance margin). Returns the accuracy
-    and per-class counts.
+    The peak is the centre of the cell with the highest log-odds of the class
+    (probabilities saturate at 1.0 and would tie), maps computed with the
+    96-pixel margin, so windows are centred up to 16 pixels from each edge); a
+    hit needs it inside a ground-truth box of that class, with no tolerance.
+    Returns the accuracy and per-class counts.
     """
     coco = json.loads(Path(coco_json).read_text())
     name_of = {c["id"]: c["name"] for c in coco["categories"]}
@@ -53,11 +83,11 @@ def pointing_game(fcn, coco_json, images_dir, classes: list[str], limit: int = 0
     hits, total, per_class = 0, 0, {c: [0, 0] for c in classes}
     images = coco["images"][:limit] if limit else coco["images"]
     for info in images:
-        probs = class_maps(fcn, open_rgb(Path(images_dir) / info["file_name"]))
-        xs, ys = cell_centers(*probs.shape[1:])
+        scores = log_odds(class_logits(fcn, open_rgb(Path(images_dir) / info["file_name"])))
+        xs, ys = cell_centers(*scores.shape[1:], offset=-MARGIN)
         for cls in sorted({name for name, _ in boxes.get(info["id"], [])}):
             k = classes.index(cls)
-            i, j = np.unravel_index(probs[k].argmax(), probs[k].shape)
+            i, j = np.unravel_index(scores[k].argmax(), scores[k].shape)
             px, py = xs[i, j], ys[i, j]
             hit = any(
                 x <= px <= x + w and y <= py <= y + h
@@ -75,6 +105,7 @@ def pointing_game(fcn, coco_json, images_dir, classes: list[str], limit: int = 0
     }
 
 
+PAD_MODE = "constant"
 CONTEXT_BEFORE = 96  # >= the 66 pixels the 6x6 pool5 block of a window reads before it, x32
 CONTEXT_AFTER = 128  # >= the 64 pixels it reads after the window's 224
 
@@ -169,9 +200,11 @@ def heatmap_figure(
     probs = class_maps(fcn, image)
     hw = image.shape[:2]
     names = [c for c in classes if c != background]
-    overlays = [overlay(image, place_map(probs[classes.index(c)], hw), alpha=alpha) for c in names]
+    overlays = [
+        overlay(image, place_map(probs[classes.index(c)], hw, -MARGIN), alpha=alpha) for c in names
+    ]
     bg = classes.index(background) if background in classes else None
-    rgba = argmax_image(probs, hw, background=bg)
+    rgba = argmax_image(probs, hw, background=bg, offset=-MARGIN)
     a = rgba[..., 3:].astype(np.float32) / 255
     overlays.append((image * (1 - a) + rgba[..., :3] * a).astype(np.uint8))
     titles = [f"P({c})" for c in names] + ["argmax (colour = class, background clear)"]

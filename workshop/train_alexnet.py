@@ -41,7 +41,7 @@ class AlexNetConfig:
     data_dir: str = "data"  # where generated data and image caches go
     width: float = 0.0  # channel multiplier; 0 = auto (0.25 on CPU, 1.0 on GPU)
     pretrained: bool = False  # start from torchvision's ImageNet weights (width 1 only)
-    epochs: int = 20  # passes over the training crops
+    epochs: int = 22  # passes over the training crops
     batch_size: int = 64  # images per step (per process under DDP)
     lr: float = 1e-3  # peak AdamW learning rate (one-cycle schedule)
     weight_decay: float = 1e-4  # AdamW weight decay

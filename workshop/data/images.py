@@ -232,9 +232,30 @@ def make_batch(images_u8: torch.Tensor, train: bool, generator: torch.Generator 
         images_u8[i, y : y + h, x : x + w].flip(1) if f else images_u8[i, y : y + h, x : x + w]
         for i, (y, x, f) in enumerate(zip(y0, x0, flip))
     ])
-    x = F.interpolate(crops.permute(0, 3, 1, 2), size=(out, out), mode="bilinear",
-                      align_corners=False)
-    return normalize(x.float())
+    x = F.interpolate(
+        crops.permute(0, 3, 1, 2), size=(out, out), mode="bilinear", align_corners=False
+    ).float()
+    return normalize(image_border(x, generator))
+
+
+def image_border(x: torch.Tensor, generator: torch.Generator, p: float = 0.3) -> torch.Tensor:
+    """Cover a band along one side of some crops with the mean colour (0 once normalized).
+
+    Whole-image maps pad the image with that colour (models.heatmap.MARGIN), so
+    windows near an image's edge look like this; training on such crops keeps
+    the border itself from looking like an object.
+    """
+    n, _, h, w = x.shape
+    pick = torch.rand(n, generator=generator) < p
+    side = torch.randint(0, 4, (n,), generator=generator).view(n, 1, 1)
+    depth = (torch.rand(n, generator=generator) * 0.4 * h).long().view(n, 1, 1)
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    band = ((side == 0) & (rows < depth)) | ((side == 1) & (rows >= h - depth))
+    band = band | ((side == 2) & (cols < depth)) | ((side == 3) & (cols >= w - depth))
+    band = band & pick.view(n, 1, 1)  # (n, h, w)
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1) * 255
+    return torch.where(band[:, None].to(x.device), mean, x)
 
 
 def preprocessing_meta() -> dict:

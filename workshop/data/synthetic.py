@@ -197,7 +197,8 @@ def make_crop(cls: str, rng: np.random.Generator, size: int = CROP_SIZE) -> Imag
     """A size x size crop: background clutter plus, unless cls is 'background', one object.
 
     The object sits near the centre; distractors keep clear of it (an occluder
-    may still cover part of it). Background crops often hold objects too, but
+    may still cover part of it). Background crops usually have a distractor at
+    the centre (so shape, not presence, decides) and often objects too, but
     off-centre and cut by the border: a window is labelled by what is at its
     centre, which is what makes the fully convolutional maps peak on objects.
     """
@@ -210,7 +211,10 @@ def make_crop(cls: str, rng: np.random.Generator, size: int = CROP_SIZE) -> Imag
             draw_distractor(img, rng, center=spot, size=NOMINAL_SIZE * rng.uniform(0.3, 1.0))
     if cls != BACKGROUND:
         paint_object(img, cls, center, diameter, rng)
-    elif rng.random() < 0.6:
+        return _finish(img, rng)
+    if rng.random() < 0.7:  # a hard negative: a distractor where an object would be
+        draw_distractor(img, rng, center=center, size=diameter * rng.uniform(0.6, 1.0))
+    if rng.random() < 0.6:
         for _ in range(rng.integers(1, 3)):
             angle, dist = rng.uniform(0, 2 * math.pi), rng.uniform(0.32, 0.55) * size
             spot = size / 2 + dist * np.array([math.cos(angle), math.sin(angle)])

@@ -70,8 +70,8 @@ def small_run(python, out, data_dir, *extra):
         "workshop.train_alexnet",
         "--synthetic_size=small",
         "--width=0.125",
-        "--batch_size=8",
-        "--epochs=3",
+        "--batch_size=4",
+        "--epochs=4",
         "--sliding_check=false",
         "--pointing_scenes=1",
         f"--out_dir={out}",
@@ -108,10 +108,11 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, python):
     while not (killed / "train_state.pt").exists():  # wait for epoch 1's checkpoint
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(0.5)  # into epoch 2
+    time.sleep(0.1)  # into epoch 2 (an epoch is 24 steps)
+    assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert load_checkpoint(killed / "train_state.pt")["epoch"] < 3
+    assert load_checkpoint(killed / "train_state.pt")["epoch"] < 4
     assert not list(killed.glob(".*.tmp"))  # no half-written checkpoint left behind
 
     run = subprocess.run(

@@ -146,3 +146,15 @@ def test_torchrun_two_ranks_end_identical(tmp_path, python):
     digests = metrics["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert run.stdout.count("epoch 1/1") == 1  # only rank 0 prints
+
+
+@pytest.mark.gpu
+def test_cuda_path_trains_with_bf16_and_channels_last(tmp_path, python):
+    out = tmp_path / "cuda"
+    run = subprocess.run(
+        small_run(python, out, tmp_path / "data", "--device=cuda", "--epochs=1", "--width=1"),
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["device"].startswith("cuda") and metrics["fcn_vs_classifier_max_abs_diff"] < 1e-3

@@ -166,6 +166,16 @@ class NonFiniteLoss(FloatingPointError):
     pass
 
 
+def _step_loss(model, batch, loss_fn, device, channels_last: bool):
+    """Forward one batch under autocast; the loss in float32: (loss, parts, correct)."""
+    x, target = batch
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device):
+        output = model(x)
+    return loss_fn(output.float() if torch.is_tensor(output) else output, target)
+
+
 def train_one_epoch(
     model: nn.Module,
     batches: list[torch.Tensor],
@@ -192,14 +202,7 @@ def train_one_epoch(
         batches, desc=f"{desc} epoch {epoch}", unit="batch", disable=not d.is_main, leave=False
     )
     for indices in bar:
-        x, target = get_batch(indices)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            output = model(x)
-        loss, parts, correct = loss_fn(
-            output.float() if torch.is_tensor(output) else output, target
-        )
+        loss, parts, correct = _step_loss(model, get_batch(indices), loss_fn, device, channels_last)
         if not torch.isfinite(loss):
             shown = {k: float(v.detach()) if torch.is_tensor(v) else v for k, v in parts.items()}
             raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch}: parts {shown}")
@@ -231,12 +234,7 @@ def evaluate(model: nn.Module, batches, get_batch, loss_fn, device, *, channels_
     model.eval()
     total_loss, total_correct, seen = 0.0, 0, 0
     for indices in batches:
-        x, target = get_batch(indices)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            output = model(x)
-        loss, _, correct = loss_fn(output.float() if torch.is_tensor(output) else output, target)
+        loss, _, correct = _step_loss(model, get_batch(indices), loss_fn, device, channels_last)
         total_loss += loss.item() * len(indices)
         total_correct += int(correct)
         seen += len(indices)

@@ -14,6 +14,7 @@ Writes artifacts/alexnet/: checkpoint.pt (the fully convolutional net), train_st
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -282,8 +283,6 @@ def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device) -> di
 
 
 def _largest_scene(scenes: Path):
-    import json
-
     coco = json.loads((scenes / "annotations.json").read_text())
     info = max(coco["images"], key=lambda i: i["width"] * i["height"])
     return imgdata.open_rgb(scenes / "images" / info["file_name"])

@@ -26,8 +26,14 @@ from sklearn.svm import SVC
 from tqdm.auto import tqdm
 
 from models.checkpoint import save_checkpoint
-from models.mlp import nn_cost_function, pack_params, predict, rand_initialize_weights, to_module
-from models.mlp import unpack_params as _unpack
+from models.mlp import (
+    nn_cost_function,
+    pack_params,
+    predict,
+    rand_initialize_weights,
+    to_module,
+    unpack_params,
+)
 from workshop import plots
 from workshop.cli import parse_config
 from workshop.data.digits import DigitsSplit, load_dataset
@@ -153,7 +159,7 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
     bar = tqdm(total=maxiter, desc=f"mlp {cfg.optimizer}", unit="it", disable=not progress)
 
     def on_iteration(k, p, J):
-        T1, T2 = _unpack(put(p) if isinstance(p, np.ndarray) else p, *sizes)
+        T1, T2 = unpack_params(put(p) if isinstance(p, np.ndarray) else p, *sizes)
         record = dict(
             iteration=k,
             cost=float(J),
@@ -189,7 +195,7 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
     bar.close()
     if not history:  # converged before the first callback
         on_iteration(0, p, cost_numpy(p)[0])
-    Theta1, Theta2 = (t.copy() for t in _unpack(p, *sizes))
+    Theta1, Theta2 = (t.copy() for t in unpack_params(p, *sizes))
     return FitResult(
         Theta1, Theta2, history, done, seconds, f"{describe_device(device)}, {backend}"
     )

@@ -171,3 +171,19 @@ def test_compiled_training_saves_the_plain_model(tmp_path, python):
     state = final_weights(out)
     assert not any(k.startswith("_orig_mod") for k in state)  # no key-prefix fix ever needed
     assert load_checkpoint(out / "checkpoint.pt")["model_name"] == "alexnet_fcn"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset=/nonexistent/folder"], "no such image folder"),
+        (["--synthetic_size=huge"], "must be full or small"),
+        (["--epochs=many"], "--epochs expects int"),
+        (["--lr=1e-3", "--colour=red"], "unknown option '--colour=red'"),
+    ],
+)
+def test_trainer_mistakes_are_messages_not_tracebacks(python, args, message):
+    run = subprocess.run([python, "-m", "workshop.train_alexnet", *args],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode != 0 and message in run.stderr
+    assert "Traceback" not in run.stderr

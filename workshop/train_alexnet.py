@@ -92,13 +92,19 @@ def load_data(cfg: AlexNetConfig, d: engine.Dist):
 
 def main(argv: list[str] | None = None) -> dict | None:
     cfg = parse_config(AlexNetConfig, argv)
-    device = engine.pick_device(cfg.device)
+    if cfg.synthetic_size not in ("full", "small"):
+        raise SystemExit(
+            f"error: --synthetic_size must be full or small, not {cfg.synthetic_size!r}"
+        )
+    try:
+        device = engine.pick_device(cfg.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     d = engine.setup_distributed(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     width = cfg.width or (1.0 if device.type == "cuda" else 0.25)
-    channels_last = cfg.channels_last
     out = Path(cfg.out_dir) if cfg.out_dir else engine.artifacts_dir("alexnet")
     log = print if d.is_main else (lambda *a, **k: None)
     engine.seed_everything(cfg.seed)
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         model = alexnet(num_classes=len(classes), width=width, pretrained=cfg.pretrained)
     except (RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    model, raw = engine.prepare_model(model, device, channels_last=channels_last, d=d)
+    model, raw = engine.prepare_model(model, device, channels_last=cfg.channels_last, d=d)
     model_args = {"num_classes": len(classes), "width": width}
     train_model = torch.compile(model) if cfg.compile else model
 
@@ -178,12 +184,12 @@ def main(argv: list[str] | None = None) -> dict | None:
             device,
             epoch=epoch + 1,
             d=d,
-            channels_last=channels_last,
+            channels_last=cfg.channels_last,
             desc="alexnet",
         )
         val_batches = engine.epoch_batches(len(val), 256, 0, 0, engine.Dist(), shuffle=False)
         val_stats = engine.evaluate(
-            raw, val_batches, batch_getter("val"), loss_fn, device, channels_last=channels_last
+            raw, val_batches, batch_getter("val"), loss_fn, device, channels_last=cfg.channels_last
         )
         history.append(
             {

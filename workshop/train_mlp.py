@@ -228,7 +228,10 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {err}") from None
     print(f"data: {data!r}")
 
-    result = fit(data, cfg)
+    try:
+        result = fit(data, cfg)
+    except ValueError as err:  # an unknown optimizer, backend or device
+        raise SystemExit(f"error: {err}") from None
     last = result.history[-1]
     metrics = dict(
         train_accuracy=last["train_accuracy"],

@@ -16,12 +16,14 @@ import torch
 from torch import nn
 
 from models.alexnet import AlexNet, FullyConvolutionalAlexNet
+from models.detectnet import DetectNet
 from models.mlp import MLP
 
 MODELS: dict[str, type[nn.Module]] = {
     "mlp": MLP,
     "alexnet": AlexNet,
     "alexnet_fcn": FullyConvolutionalAlexNet,
+    "detectnet": DetectNet,
 }
 KEYS = ("model_name", "model_args", "state_dict", "optimizer", "epoch", "metrics", "meta")
 

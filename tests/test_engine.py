@@ -80,6 +80,13 @@ def small_run(python, out, data_dir, *extra):
     ]
 
 
+def train_small(python, out, data_dir, *extra):
+    run = subprocess.run(small_run(python, out, data_dir, *extra), capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
 def final_weights(out):
     return load_checkpoint(out / "train_state.pt")["state_dict"]
 
@@ -151,11 +158,7 @@ def test_torchrun_two_ranks_end_identical(tmp_path, python):
 @pytest.mark.gpu
 def test_cuda_path_trains_with_bf16_and_channels_last(tmp_path, python):
     out = tmp_path / "cuda"
-    run = subprocess.run(
-        small_run(python, out, tmp_path / "data", "--device=cuda", "--epochs=1", "--width=1"),
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_small(python, out, tmp_path / "data", "--device=cuda", "--epochs=1", "--width=1")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda") and metrics["fcn_vs_classifier_max_abs_diff"] < 1e-3
 
@@ -163,11 +166,7 @@ def test_cuda_path_trains_with_bf16_and_channels_last(tmp_path, python):
 @pytest.mark.slow
 def test_compiled_training_saves_the_plain_model(tmp_path, python):
     out = tmp_path / "compiled"
-    run = subprocess.run(
-        small_run(python, out, tmp_path / "data", "--epochs=1", "--max_steps=2", "--compile=true"),
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
+    train_small(python, out, tmp_path / "data", "--epochs=1", "--max_steps=2", "--compile=true")
     state = final_weights(out)
     assert not any(k.startswith("_orig_mod") for k in state)  # no key-prefix fix ever needed
     assert load_checkpoint(out / "checkpoint.pt")["model_name"] == "alexnet_fcn"

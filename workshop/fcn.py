@@ -38,7 +38,7 @@ def class_logits(fcn: FullyConvolutionalAlexNet, image, device=None, margin: int
     """
     device = device or next(fcn.parameters()).device
     fcn.eval()
-    x = F.pad(image_tensor(image, device), (margin,) * 4, mode=PAD_MODE)
+    x = F.pad(image_tensor(image, device), (margin,) * 4)  # zeros: the mean colour
     with autocast(device):
         logits = fcn(x)
     return logits.float()[0].cpu().numpy()
@@ -105,7 +105,6 @@ def pointing_game(fcn, coco_json, images_dir, classes: list[str], limit: int = 0
     }
 
 
-PAD_MODE = "constant"
 CONTEXT_BEFORE = 96  # >= the 66 pixels the 6x6 pool5 block of a window reads before it, x32
 CONTEXT_AFTER = 128  # >= the 64 pixels it reads after the window's 224
 

@@ -59,10 +59,14 @@ def colorize(values: np.ndarray, cmap: str = "inferno", vmin=0.0, vmax=1.0) -> n
 
 def overlay(image: np.ndarray, values: np.ndarray, *, alpha=0.5, cmap="inferno") -> np.ndarray:
     """Blend a placed map (H, W, values in [0, 1], NaN outside) over an RGB uint8 image."""
-    rgba = colorize(values, cmap).astype(np.float32)
     # Opacity grows with the value, so the image stays readable where the map is low.
     strength = 0.3 + 0.7 * np.clip(np.nan_to_num(values, nan=0.0), 0, 1)[..., None]
-    a = (rgba[..., 3:] / 255) * alpha * strength
+    return blend(image, colorize(values, cmap), alpha * strength)
+
+
+def blend(image: np.ndarray, rgba: np.ndarray, alpha=1.0) -> np.ndarray:
+    """Alpha-composite an RGBA uint8 layer over an RGB uint8 image (alpha scales its opacity)."""
+    a = rgba[..., 3:].astype(np.float32) / 255 * alpha
     return (image.astype(np.float32) * (1 - a) + rgba[..., :3] * a).round().astype(np.uint8)
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from models.alexnet import STRIDE, WINDOW, AlexNet, FullyConvolutionalAlexNet, output_size
-from models.heatmap import MARGIN, argmax_image, cell_centers, overlay, place_map
+from models.heatmap import MARGIN, argmax_image, blend, cell_centers, overlay, place_map
 from workshop.data.images import normalize, open_rgb
 from workshop.engine import autocast
 
@@ -203,9 +203,7 @@ def heatmap_figure(
         overlay(image, place_map(probs[classes.index(c)], hw, -MARGIN), alpha=alpha) for c in names
     ]
     bg = classes.index(background) if background in classes else None
-    rgba = argmax_image(probs, hw, background=bg, offset=-MARGIN)
-    a = rgba[..., 3:].astype(np.float32) / 255
-    overlays.append((image * (1 - a) + rgba[..., :3] * a).astype(np.uint8))
+    overlays.append(blend(image, argmax_image(probs, hw, background=bg, offset=-MARGIN)))
     titles = [f"P({c})" for c in names] + ["argmax (colour = class, background clear)"]
     fig = Figure(figsize=(4.5 * len(overlays), 4.5 * hw[0] / hw[1] + 0.6), layout="constrained")
     for ax, img, title in zip(fig.subplots(1, len(overlays)), overlays, titles):

@@ -15,7 +15,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup test test-fast lint format lab notebooks train-mlp train-alexnet demo clean
+.PHONY: setup test test-fast lint format lab notebooks train-mlp train-alexnet train-detectnet demo clean
 
 setup: $(STAMP)
 
@@ -52,10 +52,15 @@ train-mlp: setup
 train-alexnet: setup
 	$(PY) -m workshop.train_alexnet
 
+# Module 3 on the synthetic scenes; starts from module 2's features when they exist.
+train-detectnet: setup
+	$(PY) -m workshop.train_detectnet
+
 # The embedded pipeline, each step skipped when its artifacts exist (make clean to redo).
 demo: setup
 	@test -f $(ARTIFACTS)/mlp/checkpoint.pt || $(MAKE) --no-print-directory train-mlp
 	@test -f $(ARTIFACTS)/alexnet/checkpoint.pt || $(MAKE) --no-print-directory train-alexnet
+	@test -f $(ARTIFACTS)/detectnet/checkpoint.pt || $(MAKE) --no-print-directory train-detectnet
 	@$(PY) -m workshop.summary
 
 clean:

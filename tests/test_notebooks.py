@@ -61,7 +61,7 @@ def test_notebook_runs_headlessly(path):
 
 def test_every_module_has_its_notebook():
     names = {p.name for p in NOTEBOOKS.glob("*.ipynb")}
-    assert {"01_mlp_backprop.ipynb", "02_fcn_alexnet.ipynb"} <= names
+    assert {"01_mlp_backprop.ipynb", "02_fcn_alexnet.ipynb", "03_detectnet.ipynb"} <= names
 
 
 @pytest.mark.slow

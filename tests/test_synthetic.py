@@ -47,3 +47,21 @@ def test_objects_change_the_pixels_where_their_box_is():
     for obj in objects:
         mask = synthetic.object_mask(obj["category"], (640, 480), (100, 100), 80, 0.3, 1.0)
         assert np.asarray(mask).any()
+
+
+def test_each_part_has_its_own_stream(tmp_path):
+    """More training scenes must not change the held-out scenes (or the crops)."""
+    cfg = synthetic.SyntheticConfig(seed=2).small()
+    a = synthetic.generate(tmp_path / "a", cfg)
+    more = synthetic.SyntheticConfig(seed=2, train_per_class=cfg.train_per_class,
+                                     val_per_class=cfg.val_per_class, train_scenes=20,
+                                     val_scenes=cfg.val_scenes)  # fmt: skip
+    b = synthetic.generate(tmp_path / "b", more)
+    for rel in ("scenes/val/annotations.json", "scenes/val/images/scene_00000.jpg",
+                "crops/val/star/star_00000.jpg"):  # fmt: skip
+        assert (a / rel).read_bytes() == (b / rel).read_bytes()
+    train = COCO(str(b / "scenes" / "train" / "annotations.json"))
+    assert len(train.getImgIds()) == 20
+    assert {(i["width"], i["height"]) for i in train.loadImgs(train.getImgIds())} == set(
+        synthetic.TRAIN_SCENE_SIZES
+    )

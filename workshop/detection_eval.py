@@ -17,7 +17,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from models.detectnet import box_iou
+from models.boxes import box_iou
 
 
 def load_coco(source) -> COCO:

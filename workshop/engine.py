@@ -192,11 +192,14 @@ def train_one_epoch(
 ) -> dict:
     """One pass over ``batches``; ``loss_fn(output, target) -> (loss, parts, correct)``.
 
-    ``get_batch(indices) -> (inputs, targets)`` already on the device. Stops
-    loudly on a non-finite loss, printing its parts.
+    ``get_batch(indices) -> (inputs, targets)`` already on the device. ``correct``
+    may be None where accuracy means nothing (detection). Returns the mean loss,
+    the mean of each of its parts, accuracy and throughput. Stops loudly on a
+    non-finite loss, printing its parts.
     """
     model.train()
     total_loss, total_correct, seen = 0.0, 0, 0
+    part_sums: dict[str, float] = {}
     start = time.perf_counter()
     bar = tqdm(
         batches, desc=f"{desc} epoch {epoch}", unit="batch", disable=not d.is_main, leave=False
@@ -213,20 +216,25 @@ def train_one_epoch(
             scheduler.step()
         n = len(indices)
         total_loss += loss.item() * n
-        total_correct += int(correct)
+        for k, v in parts.items():
+            part_sums[k] = part_sums.get(k, 0.0) + float(v) * n
+        total_correct += int(correct or 0)
         seen += n
-        bar.set_postfix(
-            loss=f"{total_loss / seen:.3f}",
-            acc=f"{total_correct / seen:.1%}",
-            img_s=f"{seen * d.world_size / (time.perf_counter() - start):.0f}",
-        )
+        shown = {"loss": f"{total_loss / seen:.3f}"}
+        if correct is not None:
+            shown["acc"] = f"{total_correct / seen:.1%}"
+        shown["img_s"] = f"{seen * d.world_size / (time.perf_counter() - start):.0f}"
+        bar.set_postfix(shown)
     seconds = time.perf_counter() - start
-    return {
+    stats = {
         "loss": total_loss / seen,
-        "accuracy": total_correct / seen,
+        **{k: v / seen for k, v in part_sums.items()},
         "images_per_s": seen * d.world_size / seconds,
         "seconds": seconds,
     }
+    if correct is not None:
+        stats["accuracy"] = total_correct / seen
+    return stats
 
 
 @torch.no_grad()
@@ -236,9 +244,12 @@ def evaluate(model: nn.Module, batches, get_batch, loss_fn, device, *, channels_
     for indices in batches:
         loss, _, correct = _step_loss(model, get_batch(indices), loss_fn, device, channels_last)
         total_loss += loss.item() * len(indices)
-        total_correct += int(correct)
+        total_correct += int(correct or 0)
         seen += len(indices)
-    return {"loss": total_loss / seen, "accuracy": total_correct / seen}
+    stats = {"loss": total_loss / seen}
+    if correct is not None:
+        stats["accuracy"] = total_correct / seen
+    return stats
 
 
 # ----------------------------------------------------------------- checkpoint, resume

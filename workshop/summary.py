@@ -35,6 +35,14 @@ def summary() -> str:
             f"crops {_pct(m['val_accuracy'])}, pointing {_pct(m.get('pointing_accuracy'))}"
             f"{extra} | {m['train_seconds']:.0f} s | {m['device']} |"
         )
+    det = artifacts_dir("detectnet") / "metrics.json"
+    if det.is_file():
+        m = json.loads(det.read_text())
+        lines.append(
+            f"| DetectNet (width {m['width']}) | {m['dataset']} | AP {m['AP']:.3f}, AP50 "
+            f"{m['AP50']:.3f}, AP75 {m['AP75']:.3f} (COCO, {m['held_out_images']} held-out "
+            f"images) | {m['train_seconds']:.0f} s | {m['device']} |"
+        )
     if len(lines) == 3:
         return "no trained models yet: run `make demo`"
     return "\n".join(lines) + f"\n\nartifacts: {artifacts_dir('').resolve()}/"

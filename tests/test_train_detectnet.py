@@ -186,7 +186,7 @@ def test_torchrun_two_ranks_end_identical(tmp_path, python):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = run_trainer(python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                      *smoke_args(out, tmp_path / "data", "--epochs=1", "--max_steps=2")[1:],
+                      *smoke_args(out, tmp_path / "data", "--epochs=1", "--max_steps=2"),
                       env=env)  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2

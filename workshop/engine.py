@@ -217,7 +217,9 @@ def train_one_epoch(
         n = len(indices)
         total_loss += loss.item() * n
         for k, v in parts.items():
-            part_sums[k] = part_sums.get(k, 0.0) + float(v) * n
+            part_sums[k] = (
+                part_sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) * n
+            )
         total_correct += int(correct or 0)
         seen += n
         shown = {"loss": f"{total_loss / seen:.3f}"}

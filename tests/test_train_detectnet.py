@@ -234,3 +234,12 @@ def test_trainer_mistakes_are_messages_not_tracebacks(python, args, message, tmp
     run = subprocess.run([python, *cmd, *args], capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+@pytest.mark.gpu
+def test_cuda_path_trains_with_bf16_and_channels_last(tmp_path, python):
+    out = tmp_path / "cuda"
+    run_trainer(python, *smoke_args(out, tmp_path / "data", "--device=cuda", "--epochs=1",
+                                    "--max_steps=2", "--width=1"))  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["device"].startswith("cuda") and 0 <= metrics["AP"] <= 1

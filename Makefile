@@ -15,7 +15,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup test test-fast lint format lab notebooks train-mlp train-alexnet train-detectnet demo clean
+.PHONY: setup test test-fast lint format lab notebooks train-mlp train-alexnet train-detectnet export bench demo clean
 
 setup: $(STAMP)
 
@@ -56,11 +56,22 @@ train-alexnet: setup
 train-detectnet: setup
 	$(PY) -m workshop.train_detectnet
 
+# Every trained model under $(ARTIFACTS) -> model.onnx beside its checkpoint, verified.
+export: setup
+	$(PY) -m exporters --all
+
+# Side-by-side timings -> benchmarks/results/<device>.json and a markdown table.
+bench: setup
+	$(PY) -m benchmarks
+
 # The embedded pipeline, each step skipped when its artifacts exist (make clean to redo).
 demo: setup
 	@test -f $(ARTIFACTS)/mlp/checkpoint.pt || $(MAKE) --no-print-directory train-mlp
 	@test -f $(ARTIFACTS)/alexnet/checkpoint.pt || $(MAKE) --no-print-directory train-alexnet
 	@test -f $(ARTIFACTS)/detectnet/checkpoint.pt || $(MAKE) --no-print-directory train-detectnet
+	@for m in mlp alexnet detectnet; do \
+	  test $(ARTIFACTS)/$$m/model.onnx -nt $(ARTIFACTS)/$$m/checkpoint.pt || \
+	  $(PY) -m exporters $(ARTIFACTS)/$$m/checkpoint.pt || exit 1; done
 	@$(PY) -m workshop.summary
 
 clean:

@@ -19,53 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from tqdm.auto import tqdm
+
+from models.imageio import BadImage, open_rgb, to_rgb  # noqa: F401 -- re-exported
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, so --pretrained weights fit too
 STD = (0.229, 0.224, 0.225)
 CACHE_SIZE = 256
 CROP = 224
-
-
-class BadImage(ValueError):
-    """An image that cannot be used; the message says why."""
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB: 16-bit and float scaled, palette and alpha flattened on white."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-        img = Image.fromarray(arr.astype(np.uint8))
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")  # L, 1, CMYK, YCbCr, RGB
-
-
-def open_rgb(source) -> Image.Image:
-    """Open a path or file object, apply EXIF orientation, return RGB; BadImage if unusable."""
-    try:
-        with Image.open(source) as img:
-            img = ImageOps.exif_transpose(img)  # a no-op copy without EXIF orientation
-            img.load()
-            if img.width == 0 or img.height == 0:
-                raise BadImage("the image has no pixels")
-            return to_rgb(img)
-    except Image.DecompressionBombError as err:
-        raise BadImage(f"refused: too many pixels, possibly a decompression bomb ({err})") from None
-    except UnidentifiedImageError:
-        raise BadImage("not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt data
-        if isinstance(err, BadImage):
-            raise
-        raise BadImage(f"corrupt or truncated image ({err})") from None
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: medians of repeated runs after a warm-up, in one process."""

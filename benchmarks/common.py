@@ -1,0 +1,61 @@
+"""Timing helpers and the results file shared by every benchmark section."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def median_seconds(fn, *, repeats: int = 7, warmup: int = 2) -> dict:
+    """Run fn warmup times, then repeats times; the median and the spread, in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "repeats": repeats}  # fmt: skip
+
+
+def device_name() -> str:
+    """'cpu-2-cores' or the GPU's name, as a file-name-safe slug."""
+    import torch
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = f"cpu-{os.cpu_count()}-cores"
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def environment() -> dict:
+    import onnxruntime
+    import torch
+
+    return {
+        "device": device_name(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def write_results(results: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{results['environment']['device']}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old.update(results)
+    path.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,301 @@
+"""One onnxruntime predictor for every exported model: the web app's and the CLI's engine.
+
+It loads an ONNX file and the metadata inside it, and nothing else: no torch,
+no checkpoint, no class list or mean written here. Running a model is split in
+two so that the app can cache the expensive half:
+
+    p = Predictor("artifacts/alexnet/model.onnx")
+    out = p.infer(image)            # preprocessing + onnxruntime: cache this
+    p.top_classes(out)              # cheap post-processing, rerun on every slider move
+    p.heatmap(out, "ring", opacity=0.6)
+    p.detections(out, threshold=0.5, iou=0.4)
+
+Preprocessing follows the metadata. Images: EXIF orientation applied, any mode
+converted to RGB, decompression bombs refused, the long side capped at
+``MAX_SIDE`` pixels (larger images are downscaled, and results are given on
+the downscaled image, whose size is reported), and images smaller than the
+network's minimum padded with the mean colour. Digits (the MLP): grayscale,
+ink made bright, cropped to the ink, fitted in 20x20 like the training digits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from models import boxes as box_ops
+from models import heatmap
+from models.imageio import BadImage, cap_side, open_rgb, to_rgb
+
+MAX_SIDE = 1920  # longer image sides are downscaled to this before inference
+MIN_SIDE = 32  # smaller images are padded to this (the FCN pads 96 more inside its graph)
+
+
+class PredictorError(ValueError):
+    """A model file that cannot be served; the message says why."""
+
+
+def gpu_present() -> bool:
+    """True when the NVIDIA driver library loads (so asking for CUDA will not spam errors)."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        return True
+    except OSError:
+        return False
+
+
+def providers(device: str = "auto") -> list:
+    """CUDA (cuDNN algorithm search: heuristic, so new sizes don't re-benchmark) then CPU."""
+    import onnxruntime as ort
+
+    cpu = ["CPUExecutionProvider"]
+    if device == "cpu":
+        return cpu
+    cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers() and gpu_present()
+    if device == "cuda" and not cuda_ok:
+        raise PredictorError("device 'cuda' requested, but no GPU or CUDA libraries are present")
+    if cuda_ok:
+        return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), *cpu]
+    return cpu
+
+
+@dataclass
+class Output:
+    """One image's raw model outputs plus what is needed to place them on the image."""
+
+    image: np.ndarray  # the RGB uint8 image the results refer to (after any downscaling)
+    original_size: tuple[int, int]  # (width, height) as uploaded
+    maps: dict[str, np.ndarray]  # output name -> array (batch dimension removed)
+    seconds: float  # preprocessing + inference
+    extra: dict = field(default_factory=dict)
+
+
+class Predictor:
+    def __init__(self, path, *, threads: int = 0, device: str = "auto"):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PredictorError(f"{self.path}: no such model file (run `make demo` to build them)")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers(device))
+        except PredictorError:
+            raise
+        except Exception as err:  # onnxruntime raises its own exception types
+            first = (
+                str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            )
+            raise PredictorError(f"{self.path}: not a usable ONNX model ({first})") from None
+        raw = self.session.get_modelmeta().custom_metadata_map
+        if "kind" not in raw:
+            raise PredictorError(
+                f"{self.path}: an ONNX model without the workshop's metadata (kind, classes, "
+                "mean, ...); export it with `python -m exporters`"
+            )
+        try:
+            self.meta = {k: json.loads(v) for k, v in raw.items()}
+        except json.JSONDecodeError as err:
+            raise PredictorError(f"{self.path}: unreadable metadata ({err})") from None
+        self.kind: str = self.meta["kind"]
+        if self.kind not in ("mlp", "fcn", "detector"):
+            raise PredictorError(f"{self.path}: unknown model kind {self.kind!r}")
+        self.classes: list[str] = list(self.meta["classes"])
+        self.provider: str = self.session.get_providers()[0]
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.path}, {self.kind}, {len(self.classes)} classes, {self.provider})"
+
+    # ------------------------------------------------------------------ preprocessing
+
+    def load_image(self, source) -> tuple[np.ndarray, tuple[int, int]]:
+        """Path, bytes, file object, PIL image or array -> (RGB uint8 array, original size)."""
+        if isinstance(source, np.ndarray):
+            source = Image.fromarray(source)
+        if isinstance(source, Image.Image):
+            rgb = to_rgb(source)
+            original = rgb.size
+            rgb = cap_side(rgb, MAX_SIDE)
+            return np.asarray(rgb), original
+        if isinstance(source, bytes | bytearray):
+            if not source:
+                raise BadImage("the file is empty")
+            source = io.BytesIO(source)
+        rgb = open_rgb(source, max_side=MAX_SIDE)
+        return np.asarray(rgb), rgb.info["original_size"]
+
+    def _pixels(self, image: np.ndarray) -> np.ndarray:
+        """RGB uint8 (H, W, 3) -> float32 (1, 3, H', W') 0-255, padded to MIN_SIDE with the mean."""
+        h, w = image.shape[:2]
+        x = image.astype(np.float32).transpose(2, 0, 1)[None]
+        if h < MIN_SIDE or w < MIN_SIDE:
+            mean = np.asarray(self.meta["mean"], np.float32).reshape(1, 3, 1, 1) * 255
+            padded = np.broadcast_to(mean, (1, 3, max(h, MIN_SIDE), max(w, MIN_SIDE))).copy()
+            padded[:, :, :h, :w] = x
+            x = padded
+        return x
+
+    def digit_vector(self, image: np.ndarray) -> np.ndarray:
+        """An RGB image of one handwritten digit -> the (400,) input the MLP was trained on.
+
+        The training digits are bright ink on black, filling a 20x20 square, stored
+        column-major. So: grayscale; inverted when the border is brighter than the
+        middle (dark ink on paper); cropped to the ink; scaled, aspect kept, so
+        its longer side fills 20 pixels (the training digits span all 20 rows),
+        centred; scaled so the brightest ink is 1.
+        """
+        side_h, side_w = self.meta.get("input_size", [20, 20])
+        g = np.asarray(Image.fromarray(image).convert("L"), np.float32) / 255
+        border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+        if np.median(border) > 0.5:
+            g = 1 - g
+        ink = g > max(0.2, g.max() * 0.3)
+        if not ink.any():
+            raise BadImage("no digit found: the image is blank")
+        rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+        g = g[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        fit = min(side_h, side_w)  # the training digits fill the height (ink rows 1-20)
+        scale = fit / max(g.shape)
+        size = (max(1, round(g.shape[1] * scale)), max(1, round(g.shape[0] * scale)))
+        small = np.asarray(Image.fromarray(g).resize(size, Image.BILINEAR, reducing_gap=2.0))
+        canvas = np.zeros((side_h, side_w), np.float32)
+        top, left = (side_h - size[1]) // 2, (side_w - size[0]) // 2
+        canvas[top : top + size[1], left : left + size[0]] = small
+        canvas = np.clip(canvas / max(canvas.max(), 1e-6), 0, 1)
+        order = "F" if self.meta.get("layout") == "column-major" else "C"
+        return canvas.ravel(order=order)
+
+    # ---------------------------------------------------------------------- inference
+
+    def infer(self, source) -> Output:
+        """Preprocess and run the model once; the expensive part, worth caching."""
+        start = time.perf_counter()
+        image, original = self.load_image(source)
+        extra = {}
+        if self.kind == "mlp":
+            vector = self.digit_vector(image)
+            feed = vector[None].astype(np.float32)
+            extra["digit"] = vector
+        else:
+            feed = self._pixels(image)
+        results = self.session.run(None, {self.input_name: feed})
+        maps = {name: r[0] for name, r in zip(self.output_names, results)}
+        return Output(image, original, maps, time.perf_counter() - start, extra)
+
+    # ----------------------------------------------------------------- post-processing
+
+    def top_classes(self, out: Output, k: int = 5) -> list[dict]:
+        """Classes ranked: the MLP's probabilities, or each class's peak over the FCN's map."""
+        if self.kind == "mlp":
+            p = out.maps["probabilities"]
+        elif self.kind == "fcn":
+            p = out.maps["probabilities"].reshape(len(self.classes), -1).max(1)
+        else:
+            p = out.maps["coverage"].reshape(len(self.classes), -1).max(1)
+        order = np.argsort(-p, kind="stable")[:k]
+        return [{"class": self.classes[i], "score": float(p[i])} for i in order]
+
+    def class_map(self, out: Output, cls) -> np.ndarray:
+        """One class's probability map placed on the image: (H, W), NaN where no window centres."""
+        c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
+        values = out.maps["probabilities"][c]
+        return heatmap.place_map(values, out.image.shape[:2], int(self.meta["offset"]),
+                                 int(self.meta["window"]), int(self.meta["stride"]))  # fmt: skip
+
+    def heatmap(self, out: Output, cls, opacity: float = 0.6) -> np.ndarray:
+        """The class heatmap blended over the image: RGB uint8, the image's size."""
+        return heatmap.overlay(out.image, self.class_map(out, cls), alpha=opacity)
+
+    def detections(self, out: Output, *, threshold: float | None = None, iou: float | None = None,
+                   classes=None) -> list[dict]:  # fmt: skip
+        """Clustered boxes (x0, y0, x1, y1 in the served image's pixels), best first."""
+        threshold = self.meta.get("threshold", 0.5) if threshold is None else threshold
+        iou = self.meta.get("cluster_iou", 0.4) if iou is None else iou
+        found, scores, labels = box_ops.decode(out.maps["coverage"], out.maps["bboxes"],
+                                               threshold=threshold, iou=iou)  # fmt: skip
+        keep = set(classes) if classes else None
+        result = [
+            {
+                "class": self.classes[int(lab)],
+                "label": int(lab),
+                "score": float(s),
+                "box": [float(v) for v in b],
+            }  # fmt: skip
+            for b, s, lab in zip(found, scores, labels)
+            if keep is None or self.classes[int(lab)] in keep
+        ]
+        return sorted(result, key=lambda d: -d["score"])
+
+    def draw(self, out: Output, dets: list[dict]) -> np.ndarray:
+        """The image with the detections drawn (labels and scores)."""
+        if not dets:
+            return out.image.copy()
+        return box_ops.draw_detections(out.image, [d["box"] for d in dets],
+                                       [d["label"] for d in dets], self.classes,
+                                       [d["score"] for d in dets])  # fmt: skip
+
+    def coco_results(self, out: Output, dets: list[dict], image_id: int = 1) -> list[dict]:
+        """Detections in COCO result format, in the uploaded image's pixels."""
+        sx = out.original_size[0] / out.image.shape[1]
+        sy = out.original_size[1] / out.image.shape[0]
+        ids = self.meta.get("coco_category_ids") or list(range(1, len(self.classes) + 1))
+        return [
+            {
+                "image_id": image_id,
+                "category_id": int(ids[d["label"]]),
+                "category": d["class"],
+                "bbox": [
+                    round(d["box"][0] * sx, 2),
+                    round(d["box"][1] * sy, 2),
+                    round((d["box"][2] - d["box"][0]) * sx, 2),
+                    round((d["box"][3] - d["box"][1]) * sy, 2),
+                ],
+                "score": round(d["score"], 5),
+            }  # fmt: skip
+            for d in dets
+        ]
+
+    def summary(self, source, **kw) -> dict:
+        """Everything about one image as JSON-ready values (the CLI's output)."""
+        out = self.infer(source)
+        h, w = out.image.shape[:2]
+        result = {
+            "model": str(self.path),
+            "kind": self.kind,
+            "provider": self.provider,
+            "seconds": round(out.seconds, 4),
+            "image_size": list(out.original_size),
+            "served_size": [w, h],
+            "top_classes": self.top_classes(out),
+        }
+        if self.kind == "fcn":
+            probs = out.maps["probabilities"]
+            peaks = {}
+            centres_x, centres_y = heatmap.cell_centers(*probs.shape[1:], int(self.meta["offset"]),
+                                                        int(self.meta["window"]),
+                                                        int(self.meta["stride"]))  # fmt: skip
+            for c, name in enumerate(self.classes):
+                i, j = np.unravel_index(int(probs[c].argmax()), probs[c].shape)
+                peaks[name] = {"score": float(probs[c, i, j]), "x": float(centres_x[i, j]),
+                               "y": float(centres_y[i, j])}  # fmt: skip
+            result["heatmap"] = {"cells": list(probs.shape[1:]), "window": self.meta["window"],
+                                 "stride": self.meta["stride"], "offset": self.meta["offset"],
+                                 "peaks": peaks}  # fmt: skip
+        if self.kind == "detector":
+            dets = self.detections(out, threshold=kw.get("threshold"), iou=kw.get("iou"))
+            result["detections"] = self.coco_results(out, dets)
+        if self.kind == "mlp":
+            result["prediction"] = result["top_classes"][0]["class"]
+        return result

@@ -1,0 +1,196 @@
+"""The onnxruntime predictor: same answers as the torch models, any image, clear errors."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+from test_export import make_checkpoints
+
+from exporters.onnx_export import export
+from models.boxes import box_iou
+from models.checkpoint import build_model, load_checkpoint
+from models.imageio import BadImage
+from streamlit_app.predictor import MAX_SIDE, Predictor, PredictorError
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = make_checkpoints(tmp_path_factory.mktemp("artifacts"))
+    return {name: export(root / name / "checkpoint.pt") for name in ("alexnet", "detectnet", "mlp")}
+
+
+def predict_cli(*args):
+    cmd = [sys.executable, "-m", "streamlit_app.predict", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def png_bytes(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def scene(h=300, w=410, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_serving_path_does_not_import_torch(models):
+    code = f"""
+import sys
+import numpy as np
+from streamlit_app.predictor import Predictor
+p = Predictor({str(models["alexnet"])!r})
+p.infer(np.zeros((40, 50, 3), np.uint8))
+print("torch" in sys.modules)
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "False"
+
+
+def test_fcn_predictor_equals_the_torch_model(models):
+    from workshop.fcn import class_maps
+
+    p = Predictor(models["alexnet"])
+    assert p.kind == "fcn" and p.classes[:3] == ["star", "ring", "cross"]
+    image = scene()
+    out = p.infer(png_bytes(image))
+    fcn = build_model(load_checkpoint(models["alexnet"].with_name("checkpoint.pt")))
+    ref = class_maps(fcn, image, torch.device("cpu"))
+    np.testing.assert_allclose(out.maps["probabilities"], ref, rtol=1e-3, atol=1e-5)
+    placed = p.class_map(out, "ring")
+    assert placed.shape == image.shape[:2] and np.isfinite(placed).any()
+    assert p.heatmap(out, "ring", opacity=0.5).shape == image.shape
+    top = p.top_classes(out)
+    assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
+
+
+def test_detector_predictor_equals_the_torch_detector(models):
+    from workshop.detect import detect
+
+    p = Predictor(models["detectnet"])
+    image = scene(240, 320, seed=3)
+    out = p.infer(image)
+    dets = p.detections(out, threshold=0.2, iou=0.4)
+    det = build_model(load_checkpoint(models["detectnet"].with_name("checkpoint.pt")))
+    boxes, scores, labels = detect(det, image, threshold=0.2, iou=0.4)
+    assert len(dets) == len(boxes) > 0
+    # Same boxes with the same labels (the order of near-equal scores may differ).
+    for label in set(labels.tolist()):
+        mine = np.array([d["box"] for d in dets if d["label"] == label])
+        theirs = boxes[labels == label]
+        assert len(mine) == len(theirs)
+        assert box_iou(mine, theirs).max(1).min() > 0.999
+    coco = p.coco_results(out, dets)
+    assert coco[0]["category_id"] in (1, 2, 3) and len(coco[0]["bbox"]) == 4
+    only = p.detections(out, threshold=0.2, classes=["ring"])
+    assert all(d["class"] == "ring" for d in only)
+
+
+def test_digits_are_preprocessed_like_the_training_digits(tmp_path):
+    """A trained MLP, exported: digits drawn dark on white at 160x160 are still read right."""
+    from workshop import train_mlp
+    from workshop.data.digits import from_course_layout, load_dataset
+
+    train_mlp.main([f"--out_dir={tmp_path}", "--baselines=false"])
+    p = Predictor(export(tmp_path / "checkpoint.pt"))
+    data = load_dataset("digits")
+    images = from_course_layout(data.X_test[:120])
+    correct = 0
+    for img, label in zip(images, data.y_test[:120]):
+        paper = (255 - img * 255).astype(np.uint8)  # dark ink on white paper
+        big = np.asarray(Image.fromarray(paper).resize((160, 160), Image.BILINEAR))
+        padded = np.pad(big, 40, constant_values=255)  # a margin around the digit
+        out = p.infer(np.stack([padded] * 3, -1))
+        correct += int(p.top_classes(out, 1)[0]["class"] == str(label))
+    assert correct / 120 >= 0.9
+
+
+@pytest.mark.parametrize("size", [(20, 10), (31, 200), (1, 1)])
+def test_tiny_images_are_padded_not_refused(models, size):
+    for name in ("alexnet", "detectnet"):
+        p = Predictor(models[name])
+        out = p.infer(scene(*size))
+        assert out.image.shape[:2] == size
+        first = next(iter(out.maps.values()))
+        assert min(first.shape[1:]) >= 1
+
+
+def test_huge_images_are_capped_and_results_mapped_back(models):
+    p = Predictor(models["detectnet"])
+    img = Image.fromarray(scene(1500, 4000, seed=1))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    out = p.infer(buf.getvalue())
+    assert out.original_size == (4000, 1500) and max(out.image.shape[:2]) == MAX_SIDE
+    dets = p.detections(out, threshold=0.2)
+    if dets:
+        coco = p.coco_results(out, dets)
+        assert coco[0]["bbox"][0] == pytest.approx(dets[0]["box"][0] * 4000 / MAX_SIDE, abs=0.02)
+
+
+def test_exif_rotation_is_applied(models):
+    img = Image.fromarray(scene(100, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif)
+    out = Predictor(models["alexnet"]).infer(buf.getvalue())
+    assert out.image.shape[:2] == (200, 100) and out.original_size == (100, 200)
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (b"", "empty"),
+        (b"hello, not an image", "not an image file"),
+        (png_bytes(scene(64, 64))[:120], "corrupt or truncated"),
+    ],
+)
+def test_bad_images_are_clear_messages(models, payload, message):
+    with pytest.raises(BadImage, match=message):
+        Predictor(models["alexnet"]).infer(payload)
+
+
+def test_bad_model_files_are_clear_messages(tmp_path, models):
+    with pytest.raises(PredictorError, match="no such model file"):
+        Predictor(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00\x01garbage" * 100)
+    with pytest.raises(PredictorError, match="not a usable ONNX model"):
+        Predictor(tmp_path / "junk.onnx")
+    plain = onnx.load(str(models["mlp"]))
+    del plain.metadata_props[:]
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    with pytest.raises(PredictorError, match="without the workshop's metadata"):
+        Predictor(tmp_path / "plain.onnx")
+
+
+def test_provider_is_reported_and_cpu_runs_quietly(models, tmp_path):
+    p = Predictor(models["alexnet"], threads=1)
+    expected = "CUDAExecutionProvider" if torch.cuda.is_available() else "CPUExecutionProvider"
+    assert p.provider == expected
+    Image.fromarray(scene()).save(tmp_path / "scene.png")
+    run = predict_cli(tmp_path / "scene.png", "--model", models["alexnet"])
+    assert run.returncode == 0 and run.stderr == "", run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert result["kind"] == "fcn" and result["provider"] == expected
+    assert set(result["heatmap"]["peaks"]) == set(p.classes)
+
+
+def test_cli_detector_prints_coco_results_and_errors_plainly(models, tmp_path):
+    Image.fromarray(scene(480, 640, seed=3)).save(tmp_path / "scene.jpg")
+    run = predict_cli(tmp_path / "scene.jpg", "--model", models["detectnet"], "--threshold=0.2")
+    assert run.returncode == 0, run.stderr
+    dets = json.loads(run.stdout)["detections"]
+    assert all({"image_id", "category_id", "bbox", "score"} <= set(d) for d in dets)
+    (tmp_path / "notes.txt").write_text("not an image")
+    run = predict_cli(tmp_path / "notes.txt", "--model", models["detectnet"])
+    assert (
+        run.returncode == 2 and "not an image file" in run.stderr and "Traceback" not in run.stderr
+    )

@@ -187,6 +187,7 @@ def export(checkpoint, out=None, *, opset: int = 18, fp16: bool = False, verify=
             tol = (2e-2, 2e-2) if fp16 else (RTOL, ATOL)
             # fp16 is compared with the float32 model: the question is how far it strays.
             verify_parity(reference, tmp, verification_inputs(kind, ckpt["meta"]), *tol)
+        tmp.chmod(0o644)  # mkstemp makes owner-only files; models are meant to be shared
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -194,3 +194,12 @@ def test_cli_detector_prints_coco_results_and_errors_plainly(models, tmp_path):
     assert (
         run.returncode == 2 and "not an image file" in run.stderr and "Traceback" not in run.stderr
     )
+
+
+@pytest.mark.gpu
+def test_cuda_provider_is_used_when_a_gpu_is_present(models):
+    p = Predictor(models["alexnet"], device="cuda")
+    assert p.provider == "CUDAExecutionProvider"
+    out = p.infer(scene(1080, 1920))
+    cpu = Predictor(models["alexnet"], device="cpu").infer(scene(1080, 1920))
+    np.testing.assert_allclose(out.maps["probabilities"], cpu.maps["probabilities"], atol=1e-3)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from models import synthetic
 from models.alexnet import AlexNet
 from models.detectnet import DetectNet, box_iou, decode, detectnet_loss, encode_targets, grid_size
-from workshop.data import synthetic
 from workshop.detection_eval import coco_evaluate, digits_precision_recall, load_coco
 
 

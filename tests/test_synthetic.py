@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
 
-from workshop.data import synthetic
+from models import synthetic
 
 
 def test_generate_writes_crops_and_coco_scenes(tmp_path):

@@ -24,13 +24,13 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from models import synthetic
 from models.alexnet import STRIDE, WINDOW, alexnet
 from models.checkpoint import save_checkpoint
 from models.heatmap import save_png
 from workshop import engine
 from workshop.cli import parse_config
 from workshop.data import images as imgdata
-from workshop.data import synthetic
 from workshop.fcn import compare_with_sliding_window, heatmap_figure, pointing_game
 from workshop.plots import save_figure
 

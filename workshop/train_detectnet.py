@@ -24,13 +24,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from models import synthetic
 from models.boxes import CELL_OFFSET, STRIDE, encode_targets, grid_size
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.detectnet import DetectNet, detectnet_loss
 from models.heatmap import save_png
 from workshop import engine
 from workshop.cli import parse_config
-from workshop.data import detection, synthetic
+from workshop.data import detection
 from workshop.data.images import preprocessing_meta
 from workshop.detect import CLUSTER_IOU, THRESHOLD, evaluate_detector, render_detections
 

@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 LAB_PORT ?= 8888
+APP_PORT ?= 8501
 
 # numpy and scipy each bring an OpenBLAS; one thread each keeps them from fighting
 # torch (and each other) for the 2 cores. torch takes the cores through OMP
@@ -15,7 +16,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup test test-fast lint format lab notebooks train-mlp train-alexnet train-detectnet export bench demo clean
+.PHONY: setup test test-fast lint format lab app notebooks train-mlp train-alexnet train-detectnet export bench demo clean
 
 setup: $(STAMP)
 
@@ -42,6 +43,11 @@ format: setup
 lab: setup
 	$(PY) -m workshop.lab --port=$(LAB_PORT)
 
+# The web demo on the exported models (streamlit prints its URL).
+app: setup
+	$(PY) -m streamlit run streamlit_app/app.py --server.address=127.0.0.1 \
+	  --server.port=$(APP_PORT) --server.headless=true
+
 notebooks: setup
 	$(PY) -m workshop.notebook_tools
 
@@ -64,7 +70,8 @@ export: setup
 bench: setup
 	$(PY) -m benchmarks
 
-# The embedded pipeline, each step skipped when its artifacts exist (make clean to redo).
+# The embedded pipeline, each step skipped when its artifacts exist (make clean to redo),
+# then the web demo on what it built.
 demo: setup
 	@test -f $(ARTIFACTS)/mlp/checkpoint.pt || $(MAKE) --no-print-directory train-mlp
 	@test -f $(ARTIFACTS)/alexnet/checkpoint.pt || $(MAKE) --no-print-directory train-alexnet
@@ -73,6 +80,8 @@ demo: setup
 	  test $(ARTIFACTS)/$$m/model.onnx -nt $(ARTIFACTS)/$$m/checkpoint.pt || \
 	  $(PY) -m exporters $(ARTIFACTS)/$$m/checkpoint.pt || exit 1; done
 	@$(PY) -m workshop.summary
+	@printf '\nthe web demo: http://127.0.0.1:%s  (Ctrl-C stops it)\n' $(APP_PORT)
+	@$(MAKE) --no-print-directory app
 
 clean:
 	rm -rf $(ARTIFACTS) data .pytest_cache .ruff_cache

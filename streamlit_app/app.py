@@ -1,0 +1,205 @@
+"""The workshop's web demo: upload an image of any size, see the class heatmap and the detections.
+
+    make app        # streamlit run streamlit_app/app.py on http://127.0.0.1:8501
+
+Widgets only: models are the ONNX files under the artifacts folder ($ARTIFACTS,
+default artifacts/), served by ``streamlit_app.predictor.Predictor``. Model
+outputs are cached per (model file, image content), so moving a slider redraws
+without running the network again; sessions are created once per process.
+``?model=alexnet,detectnet`` in the URL preselects models by folder name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from models.imageio import BadImage
+from streamlit_app.predictor import MAX_SIDE, Output, Predictor, PredictorError
+from streamlit_app.samples import png_bytes, sample_digit, sample_scene
+
+UPLOAD_MB = 50  # also in .streamlit/config.toml (server.maxUploadSize)
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
+KIND_TITLES = {
+    "fcn": "Class heatmap — fully convolutional AlexNet",
+    "detector": "Detections — DetectNet",
+    "mlp": "Handwritten digit — the ex4 MLP",
+}
+
+
+def artifacts() -> Path:
+    return Path(os.environ.get("ARTIFACTS", "artifacts"))
+
+
+@st.cache_resource(show_spinner=False)
+def load_predictor(path: str, mtime: float) -> Predictor:
+    """One onnxruntime session per model file (and version of it) per process."""
+    return Predictor(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_model(path: str, mtime: float, digest: str, _data: bytes) -> Output:
+    """Model outputs for one image; keyed on the model file and the image's SHA-256."""
+    return load_predictor(path, mtime).infer(_data)
+
+
+def model_label(path: Path, predictor: Predictor) -> str:
+    return f"{path.parent.name} ({predictor.kind})"
+
+
+def model_card(path: Path, p: Predictor) -> None:
+    trained = p.meta.get("trained_on", {})
+    badge = "synthetic data" if trained.get("synthetic") else "real data"
+    st.markdown(f"**{path.parent.name}** · `{p.kind}` · {badge}")
+    st.caption(f"trained on {trained.get('dataset', '?')}; classes: {', '.join(p.classes)}")
+    metrics = {k: v for k, v in (p.meta.get("metrics") or {}).items() if isinstance(v, int | float)}
+    if metrics:
+        st.caption(" · ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+
+
+def show_fcn(p: Predictor, out: Output, key: str) -> None:
+    top = p.top_classes(out, k=len(p.classes))
+    left, right = st.columns([3, 1])
+    with right:
+        st.markdown("**Top classes** (peak over the image)")
+        st.dataframe({"class": [t["class"] for t in top],
+                      "probability": [round(t["score"], 4) for t in top]},
+                     hide_index=True)  # fmt: skip
+        default = next((t["class"] for t in top if t["class"] != "background"), top[0]["class"])
+        cls = st.selectbox("Class", p.classes, index=p.classes.index(default), key=f"{key}-class")
+        opacity = st.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key=f"{key}-opacity")
+    overlay = png_bytes(p.heatmap(out, cls, opacity=opacity))
+    with left:
+        st.image(overlay, caption=f"P({cls}) per 224 window, 32 px apart", width="stretch")
+        st.download_button("Download overlay (PNG)", overlay, file_name=f"heatmap_{cls}.png",
+                           mime="image/png", key=f"{key}-dl")  # fmt: skip
+
+
+def show_detector(p: Predictor, out: Output, key: str) -> None:
+    left, right = st.columns([3, 1])
+    with right:
+        threshold = st.slider("Confidence", 0.05, 0.95, float(p.meta.get("threshold", 0.5)), 0.05,
+                              key=f"{key}-threshold")  # fmt: skip
+        iou = st.slider("Overlap (clustering IoU)", 0.1, 0.9,
+                        float(p.meta.get("cluster_iou", 0.4)), 0.05, key=f"{key}-iou")  # fmt: skip
+        shown = st.multiselect("Classes", p.classes, default=p.classes, key=f"{key}-classes")
+    dets = p.detections(out, threshold=threshold, iou=iou, classes=shown)
+    drawn = png_bytes(p.draw(out, dets))
+    with left:
+        st.image(drawn, caption=f"{len(dets)} detection{'s' * (len(dets) != 1)}", width="stretch")
+    with right:
+        if dets:
+            table = {
+                "class": [d["class"] for d in dets],
+                "score": [round(d["score"], 3) for d in dets],
+            }
+            st.dataframe(table, hide_index=True)
+        coco = json.dumps(p.coco_results(out, dets), indent=1)
+        st.download_button("Download detections (COCO JSON)", coco, file_name="detections.json",
+                           mime="application/json", key=f"{key}-json")  # fmt: skip
+        st.download_button("Download picture (PNG)", drawn, file_name="detections.png",
+                           mime="image/png", key=f"{key}-png")  # fmt: skip
+
+
+def show_mlp(p: Predictor, out: Output, key: str) -> None:
+    probs = out.maps["probabilities"]
+    left, right = st.columns([1, 2])
+    with left:
+        best = int(np.argmax(probs))
+        st.metric("Prediction", p.classes[best], f"{probs[best]:.1%} (sigmoid output)",
+                  delta_color="off")  # fmt: skip
+        side = p.meta.get("input_size", [20, 20])
+        digit = out.extra["digit"].reshape(side[1], side[0]).T  # column-major, as trained
+        st.image((digit * 255).astype(np.uint8), caption="what the network sees (20x20)",
+                 width=160)  # fmt: skip
+    with right:
+        st.bar_chart({"probability": {c: float(v) for c, v in zip(p.classes, probs)}},
+                     x_label="digit", y_label="output")  # fmt: skip
+
+
+SHOW = {"fcn": show_fcn, "detector": show_detector, "mlp": show_mlp}
+
+
+def main() -> None:
+    st.set_page_config(page_title="Workshop demo: heatmaps and detections", page_icon="🔎",
+                       layout="wide")  # fmt: skip
+    st.title("From a classifier to a detector")
+    st.caption("Upload an image of any size: the fully convolutional AlexNet maps where each "
+               "class is, DetectNet boxes the objects. All on onnxruntime.")  # fmt: skip
+
+    paths = sorted(artifacts().glob("*/model.onnx"))
+    if not paths:
+        st.info(f"No exported models in `{artifacts()}/` yet. Run `make demo` (it trains the "
+                "three workshop models on generated data, exports them to ONNX and starts this "
+                "app), or `make export` if they are trained already.")  # fmt: skip
+        st.stop()
+    predictors, broken = {}, []
+    for path in paths:
+        try:
+            predictors[path] = load_predictor(str(path), path.stat().st_mtime)
+        except PredictorError as err:
+            broken.append(str(err))
+    for message in broken:
+        st.warning(message)
+    if not predictors:
+        st.stop()
+
+    wanted = st.query_params.get("model", "")
+    by_name = {p.parent.name: p for p in predictors}
+    if wanted:
+        default = [by_name[n] for n in wanted.split(",") if n in by_name]
+    else:
+        default = [p for p, pr in predictors.items() if pr.kind != "mlp"]
+    with st.sidebar:
+        st.header("Models")
+        chosen = st.multiselect("Run", list(predictors), default=default or list(predictors)[:1],
+                                format_func=lambda p: model_label(p, predictors[p]))  # fmt: skip
+        for path in chosen:
+            model_card(path, predictors[path])
+        provider = next(iter(predictors.values())).provider
+        st.caption(f"onnxruntime provider: `{provider}`")
+
+    upload = st.file_uploader(f"An image (any size; over {MAX_SIDE} px it is scaled down)",
+                              type=IMAGE_TYPES, max_upload_size=UPLOAD_MB)  # fmt: skip
+    digits_only = chosen and all(predictors[p].kind == "mlp" for p in chosen)
+    if st.button("Draw a sample digit" if digits_only else "Generate a sample scene"):
+        n = st.session_state.get("samples", 0) + 1
+        st.session_state["samples"] = n
+        if digits_only:
+            st.session_state["sample"] = ("sample digit.png", sample_digit(n)[0])
+        else:
+            st.session_state["sample"] = ("sample scene.jpg", sample_scene(n))
+    if upload is not None:
+        name, data = upload.name, upload.getvalue()
+    elif "sample" in st.session_state:
+        name, data = st.session_state["sample"]
+    else:
+        st.info("Upload an image, or generate a sample scene.")
+        return
+    if not chosen:
+        st.info("Pick a model in the sidebar.")
+        return
+
+    digest = hashlib.sha256(data).hexdigest()
+    for path in chosen:
+        p = predictors[path]
+        st.subheader(KIND_TITLES[p.kind])
+        try:
+            with st.spinner(f"running {path.parent.name} ..."):
+                out = run_model(str(path), path.stat().st_mtime, digest, data)
+        except BadImage as err:
+            st.error(f"{name}: {err}")
+            return
+        w, h = out.original_size
+        note = "" if (w, h) == out.image.shape[1::-1] else (
+            f", shown at {out.image.shape[1]}x{out.image.shape[0]}")  # fmt: skip
+        st.caption(f"{name}: {w}x{h}{note} · {1e3 * out.seconds:.0f} ms on {p.provider}")
+        SHOW[p.kind](p, out, key=path.parent.name)
+
+
+main()

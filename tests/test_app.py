@@ -1,0 +1,150 @@
+"""The Streamlit app through AppTest: every path a visitor can take, bad files included."""
+
+from pathlib import Path
+
+import pytest
+from app_fixtures import awkward_images, encode, scene_1080p
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+from test_export import make_checkpoints
+
+from exporters.onnx_export import export
+from streamlit_app.predictor import Predictor
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
+AWKWARD = awkward_images()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    root = make_checkpoints(tmp_path_factory.mktemp("artifacts"))
+    for name in ("alexnet", "detectnet", "mlp"):
+        export(root / name / "checkpoint.pt")
+    return root
+
+
+def start(monkeypatch, artifacts, model: str | None = None) -> AppTest:
+    monkeypatch.setenv("ARTIFACTS", str(artifacts))
+    at = AppTest.from_file(APP, default_timeout=120)
+    if model:
+        at.query_params["model"] = model
+    return at.run()
+
+
+def upload(at: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
+    return at.file_uploader[0].set_value((name, data, mime)).run()
+
+
+def no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_without_models_the_page_says_how_to_get_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("ARTIFACTS", str(tmp_path / "empty"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    no_exception(at)
+    assert "make demo" in texts(at.info)
+
+
+def test_a_1080p_scene_gets_a_heatmap_and_boxes(monkeypatch, artifacts):
+    at = upload(start(monkeypatch, artifacts), "scene.jpg", scene_1080p(), "image/jpeg")
+    no_exception(at)
+    assert [s.value for s in at.subheader] == [
+        "Class heatmap — fully convolutional AlexNet",
+        "Detections — DetectNet",
+    ]
+    assert len(at.get("image")) == 2
+    captions = texts(at.caption)
+    assert "scene.jpg: 1920x1080" in captions and "ms on CPUExecutionProvider" in captions
+    labels = [d.label for d in at.get("download_button")]
+    assert labels == ["Download overlay (PNG)", "Download detections (COCO JSON)",
+                      "Download picture (PNG)"]  # fmt: skip
+    # the model cards: classes, training data and metrics from the ONNX metadata
+    sidebar = texts(at.sidebar.caption) + texts(at.sidebar.markdown)
+    assert "synthetic data" in sidebar and "val_accuracy 0.500" in sidebar
+    assert "classes: star, ring, cross, background" in sidebar
+
+
+def test_sliders_reuse_the_cached_model_outputs(monkeypatch, artifacts):
+    calls = []
+    real = Predictor.infer
+    monkeypatch.setattr(Predictor, "infer", lambda self, src: calls.append(1) or real(self, src))
+    plain = encode(Image.new("RGB", (640, 480), (90, 120, 40)), "JPEG")
+    at = upload(start(monkeypatch, artifacts), "plain.jpg", plain)
+    ran = len(calls)
+    assert ran == 2  # the FCN and the detector, once each
+    at.slider(key="alexnet-opacity").set_value(0.2).run()
+    at.selectbox(key="alexnet-class").set_value("ring").run()
+    at.slider(key="detectnet-threshold").set_value(0.3).run()
+    at.slider(key="detectnet-iou").set_value(0.6).run()
+    no_exception(at)
+    assert len(calls) == ran
+
+
+def test_detection_sliders_and_class_filter_change_the_boxes(monkeypatch, artifacts):
+    at = upload(start(monkeypatch, artifacts, "detectnet"), "scene.jpg", scene_1080p(),
+                "image/jpeg")  # fmt: skip
+    at.slider(key="detectnet-threshold").set_value(0.05).run()
+    many = int(at.get("image")[0].proto.imgs[0].caption.split()[0])
+    at.slider(key="detectnet-threshold").set_value(0.95).run()
+    few = int(at.get("image")[0].proto.imgs[0].caption.split()[0])
+    assert many > few
+    at.slider(key="detectnet-threshold").set_value(0.05).run()
+    at.multiselect(key="detectnet-classes").set_value(["ring"]).run()
+    only_rings = int(at.get("image")[0].proto.imgs[0].caption.split()[0])
+    assert only_rings < many
+    no_exception(at)
+
+
+def test_sample_scene_button_works_offline(monkeypatch, artifacts):
+    at = start(monkeypatch, artifacts)
+    at.button[0].click().run()
+    no_exception(at)
+    assert "sample scene.jpg: 1280x720" in texts(at.caption)
+    assert len(at.get("image")) == 2
+
+
+def test_the_mlp_reads_a_digit(monkeypatch, artifacts):
+    at = start(monkeypatch, artifacts, "mlp")
+    assert at.button[0].label == "Draw a sample digit"
+    at.button[0].click().run()
+    no_exception(at)
+    assert [s.value for s in at.subheader] == ["Handwritten digit — the ex4 MLP"]
+    assert at.metric[0].label == "Prediction" and at.metric[0].value in [str(d) for d in range(10)]
+
+
+@pytest.mark.parametrize("case", sorted(AWKWARD))
+def test_awkward_files_get_a_result_or_a_message(monkeypatch, artifacts, case):
+    name, data, message = AWKWARD[case]
+    at = upload(start(monkeypatch, artifacts), name, data, "application/octet-stream")
+    no_exception(at)
+    if message:
+        assert message in texts(at.error)
+        assert not at.get("image")
+    else:
+        assert not at.error, texts(at.error)
+        assert len(at.get("image")) == 2
+
+
+def test_huge_images_are_scaled_to_the_cap(monkeypatch, artifacts):
+    name, data, _ = AWKWARD["huge"]
+    at = upload(start(monkeypatch, artifacts), name, data, "image/jpeg")
+    assert "huge.jpg: 5000x3000, shown at 1920x1152" in texts(at.caption)
+
+
+def test_a_broken_model_file_is_a_warning_not_a_crash(monkeypatch, artifacts, tmp_path):
+    root = tmp_path / "artifacts"
+    (root / "broken").mkdir(parents=True)
+    (root / "broken" / "model.onnx").write_bytes(b"not onnx at all")
+    (root / "alexnet").mkdir()
+    (root / "alexnet" / "model.onnx").write_bytes(
+        (artifacts / "alexnet" / "model.onnx").read_bytes()
+    )
+    at = start(monkeypatch, root)
+    no_exception(at)
+    assert "not a usable ONNX model" in texts(at.warning)
+    assert at.multiselect[0].value  # the working model is still offered

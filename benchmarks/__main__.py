@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import fcn_latency
+from benchmarks import app_latency, fcn_latency
 from benchmarks.common import environment, write_results
 
 
@@ -15,6 +15,8 @@ def main() -> int:
     results = {"environment": env}
     results["fcn_latency"] = fcn = fcn_latency.run()
     print(fcn_latency.table(fcn), "\n")
+    results["app_latency"] = app = app_latency.run()
+    print(app_latency.table(app), "\n")
     path = write_results(results)
     print(f"results: {path}")
     return 0

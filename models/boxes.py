@@ -12,6 +12,8 @@ import numpy as np
 STRIDE = 16
 CELL_OFFSET = 15  # pixel centre of cell 0
 COVERAGE_SCALE = 0.4  # the covered region is the box shrunk to this share, about its centre
+MAX_PROPOSALS = 2000  # per class, the most covered cells
+MAX_DETECTIONS = 100  # per image, as COCO's evaluation counts
 
 
 def grid_size(n: int) -> int:
@@ -82,17 +84,20 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
 
 
-def decode(coverage: np.ndarray, bboxes: np.ndarray, *, threshold: float = 0.5,
-           iou: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def decode(coverage: np.ndarray, bboxes: np.ndarray, *, threshold: float = 0.5, iou: float = 0.4,
+           max_proposals: int = MAX_PROPOSALS, max_detections: int = MAX_DETECTIONS,
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Maps of one image -> detections (boxes x0, y0, x1, y1; scores; labels), numpy only.
 
     Every cell whose coverage exceeds ``threshold`` proposes the box its corners
-    describe. Proposals are then clustered per class, greedily from the most
-    covered: a cluster is every remaining proposal overlapping its seed by more
-    than ``iou``; its box is the coverage-weighted mean of the members (in the
-    spirit of DetectNet's rectangle grouping, which averaged members), and its
-    score is the seed's coverage, which keeps scores comparable for average
-    precision.
+    describe (at most ``max_proposals`` per class, the most covered). Proposals
+    are then clustered per class, greedily from the most covered: a cluster is
+    every remaining proposal overlapping its seed by more than ``iou``; its box
+    is the coverage-weighted mean of the members (in the spirit of DetectNet's
+    rectangle grouping, which averaged members), and its score is the seed's
+    coverage, which keeps scores comparable for average precision. The best
+    ``max_detections`` are returned, best first (COCO scores 100 per image). The
+    caps bound the time a badly trained model or a strange image can take.
     """
     C, h, w = coverage.shape
     xs, ys = cell_centres(h, w)
@@ -104,23 +109,23 @@ def decode(coverage: np.ndarray, bboxes: np.ndarray, *, threshold: float = 0.5,
         props = np.stack([xs[keep] + bboxes[0][keep], ys[keep] + bboxes[1][keep],
                           xs[keep] + bboxes[2][keep], ys[keep] + bboxes[3][keep]], 1)  # fmt: skip
         scores = coverage[c][keep]
-        order = np.argsort(-scores, kind="stable")
+        order = np.argsort(-scores, kind="stable")[:max_proposals]
         props, scores = props[order], scores[order]
-        alive = np.ones(len(props), bool)
-        for k in range(len(props)):
-            if not alive[k]:
-                continue
-            members = alive & (box_iou(props[k : k + 1], props)[0] > iou)
-            members[k] = True
+        alive = np.arange(len(props))  # indices not yet in a cluster, best first
+        while len(alive):
+            seed = alive[0]
+            members = alive[box_iou(props[seed : seed + 1], props[alive])[0] > iou]
+            members = np.union1d(members, [seed])
             wts = scores[members][:, None]
             out_boxes.append((props[members] * wts).sum(0) / wts.sum())
-            out_scores.append(scores[k])
+            out_scores.append(scores[seed])
             out_labels.append(c)
-            alive &= ~members
+            alive = np.setdiff1d(alive, members, assume_unique=True)
     if not out_boxes:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    return (np.asarray(out_boxes, np.float32), np.asarray(out_scores, np.float32),
-            np.asarray(out_labels, np.int64))  # fmt: skip
+    best = np.argsort(-np.asarray(out_scores), kind="stable")[:max_detections]
+    return (np.asarray(out_boxes, np.float32)[best], np.asarray(out_scores, np.float32)[best],
+            np.asarray(out_labels, np.int64)[best])  # fmt: skip
 
 
 def draw_detections(image: np.ndarray, boxes, labels, classes: list[str], scores=None, *,

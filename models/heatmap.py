@@ -64,6 +64,26 @@ def overlay(image: np.ndarray, values: np.ndarray, *, alpha=0.5, cmap="inferno")
     return blend(image, colorize(values, cmap), alpha * strength)
 
 
+def overlay_cells(image: np.ndarray, values: np.ndarray, offset: int = 0, window=WINDOW,
+                  stride=STRIDE, *, alpha=0.5, cmap="inferno") -> np.ndarray:  # fmt: skip
+    """``overlay(image, place_map(values, ...))`` computed per cell, then spread to pixels.
+
+    The same picture (tested equal), several times faster on large images: the
+    colour map and the opacity are evaluated once per cell, not once per pixel.
+    """
+    H, W = image.shape[:2]
+    h, w = values.shape
+    cells = place_map(np.arange(h * w, dtype=np.float32).reshape(h, w), (H, W), offset, window,
+                      stride)  # fmt: skip
+    inside = ~np.isnan(cells)
+    idx = np.where(inside, cells, 0).astype(np.int64)
+    strength = (0.3 + 0.7 * np.clip(np.nan_to_num(values, nan=0.0), 0, 1)).ravel()
+    rgba = colorize(values, cmap).reshape(-1, 4)
+    a = (rgba[:, 3].astype(np.float32) / 255 * alpha * strength)[idx] * inside  # (H, W)
+    a = a[..., None]
+    return (image.astype(np.float32) * (1 - a) + rgba[idx, :3] * a).round().astype(np.uint8)
+
+
 def blend(image: np.ndarray, rgba: np.ndarray, alpha=1.0) -> np.ndarray:
     """Alpha-composite an RGBA uint8 layer over an RGB uint8 image (alpha scales its opacity)."""
     a = rgba[..., 3:].astype(np.float32) / 255 * alpha

@@ -21,7 +21,7 @@ import streamlit as st
 
 from models.imageio import BadImage
 from streamlit_app.predictor import MAX_SIDE, Output, Predictor, PredictorError
-from streamlit_app.samples import png_bytes, sample_digit, sample_scene
+from streamlit_app.samples import jpeg_bytes, png_bytes, sample_digit, sample_scene
 
 UPLOAD_MB = 50  # also in .streamlit/config.toml (server.maxUploadSize)
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
@@ -62,6 +62,7 @@ def model_card(path: Path, p: Predictor) -> None:
         st.caption(" · ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
 
 
+@st.fragment
 def show_fcn(p: Predictor, out: Output, key: str) -> None:
     top = p.top_classes(out, k=len(p.classes))
     left, right = st.columns([3, 1])
@@ -73,13 +74,16 @@ def show_fcn(p: Predictor, out: Output, key: str) -> None:
         default = next((t["class"] for t in top if t["class"] != "background"), top[0]["class"])
         cls = st.selectbox("Class", p.classes, index=p.classes.index(default), key=f"{key}-class")
         opacity = st.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key=f"{key}-opacity")
-    overlay = png_bytes(p.heatmap(out, cls, opacity=opacity))
+    overlay = p.heatmap(out, cls, opacity=opacity)
     with left:
-        st.image(overlay, caption=f"P({cls}) per 224 window, 32 px apart", width="stretch")
-        st.download_button("Download overlay (PNG)", overlay, file_name=f"heatmap_{cls}.png",
-                           mime="image/png", key=f"{key}-dl")  # fmt: skip
+        st.image(jpeg_bytes(overlay), caption=f"P({cls}) per 224 window, 32 px apart",
+                 width="stretch")  # fmt: skip
+        st.download_button("Download overlay (PNG)", lambda: png_bytes(overlay),
+                           file_name=f"heatmap_{cls}.png", mime="image/png", key=f"{key}-dl",
+                           on_click="ignore")  # fmt: skip
 
 
+@st.fragment
 def show_detector(p: Predictor, out: Output, key: str) -> None:
     left, right = st.columns([3, 1])
     with right:
@@ -89,9 +93,13 @@ def show_detector(p: Predictor, out: Output, key: str) -> None:
                         float(p.meta.get("cluster_iou", 0.4)), 0.05, key=f"{key}-iou")  # fmt: skip
         shown = st.multiselect("Classes", p.classes, default=p.classes, key=f"{key}-classes")
     dets = p.detections(out, threshold=threshold, iou=iou, classes=shown)
-    drawn = png_bytes(p.draw(out, dets))
+    drawn = p.draw(out, dets)
     with left:
-        st.image(drawn, caption=f"{len(dets)} detection{'s' * (len(dets) != 1)}", width="stretch")
+        st.image(
+            jpeg_bytes(drawn),
+            caption=f"{len(dets)} detection{'s' * (len(dets) != 1)}",
+            width="stretch",
+        )
     with right:
         if dets:
             table = {
@@ -100,12 +108,15 @@ def show_detector(p: Predictor, out: Output, key: str) -> None:
             }
             st.dataframe(table, hide_index=True)
         coco = json.dumps(p.coco_results(out, dets), indent=1)
-        st.download_button("Download detections (COCO JSON)", coco, file_name="detections.json",
-                           mime="application/json", key=f"{key}-json")  # fmt: skip
-        st.download_button("Download picture (PNG)", drawn, file_name="detections.png",
-                           mime="image/png", key=f"{key}-png")  # fmt: skip
+        st.download_button("Download detections (COCO JSON)", coco, key=f"{key}-json",
+                           file_name="detections.json", mime="application/json",
+                           on_click="ignore")  # fmt: skip
+        st.download_button("Download picture (PNG)", lambda: png_bytes(drawn),
+                           file_name="detections.png", mime="image/png", key=f"{key}-png",
+                           on_click="ignore")  # fmt: skip
 
 
+@st.fragment
 def show_mlp(p: Predictor, out: Output, key: str) -> None:
     probs = out.maps["probabilities"]
     left, right = st.columns([1, 2])

@@ -86,6 +86,9 @@ class Predictor:
             raise PredictorError(f"{self.path}: no such model file (run `make demo` to build them)")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3  # errors only
+        # No CPU memory arena: a server answering many image sizes at once would keep the
+        # largest buffers forever; without the arena memory goes back after each run.
+        opts.enable_cpu_mem_arena = False
         if threads:
             opts.intra_op_num_threads = threads
         try:
@@ -216,7 +219,10 @@ class Predictor:
 
     def heatmap(self, out: Output, cls, opacity: float = 0.6) -> np.ndarray:
         """The class heatmap blended over the image: RGB uint8, the image's size."""
-        return heatmap.overlay(out.image, self.class_map(out, cls), alpha=opacity)
+        c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
+        return heatmap.overlay_cells(out.image, out.maps["probabilities"][c],
+                                     int(self.meta["offset"]), int(self.meta["window"]),
+                                     int(self.meta["stride"]), alpha=opacity)  # fmt: skip
 
     def detections(self, out: Output, *, threshold: float | None = None, iou: float | None = None,
                    classes=None) -> list[dict]:  # fmt: skip

@@ -41,7 +41,14 @@ def sample_digit(seed: int) -> tuple[bytes, int]:
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """RGB uint8 -> PNG bytes, fast compression (shown and offered for download as is)."""
+    """RGB uint8 -> PNG bytes, fast compression (the lossless downloads)."""
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
+    """RGB uint8 -> JPEG bytes: what the page shows (10x smaller and faster than PNG)."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()

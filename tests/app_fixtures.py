@@ -17,8 +17,8 @@ def encode(img: Image.Image, fmt: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-def scene_1080p() -> bytes:
-    img, _ = synthetic.make_scene(1920, 1080, np.random.default_rng(7))
+def scene_1080p(seed: int = 7) -> bytes:
+    img, _ = synthetic.make_scene(1920, 1080, np.random.default_rng(seed))
     return encode(img, "JPEG", quality=90)
 
 

@@ -111,3 +111,16 @@ def test_shifted_detections_score_less(coco_gt):
     pr = digits_precision_recall(coco_gt, as_results(coco_gt, shift=0.2), iou=0.7)
     assert pr["precision"] == 0.0 and pr["recall"] == 0.0
     assert coco_evaluate(coco_gt, [])["AP"] == 0.0
+
+
+def test_decode_is_bounded_on_a_map_that_covers_everything():
+    """A badly trained model can mark every cell: the caps keep the answer small."""
+    from models.boxes import MAX_DETECTIONS
+
+    h, w = grid_size(1080), grid_size(1920)
+    coverage = np.full((3, h, w), 0.9, np.float32)
+    coverage[1, :, :] = np.linspace(0.6, 0.8, w)  # scores that differ
+    bboxes = np.broadcast_to(np.array([-8.0, -8, 8, 8])[:, None, None], (4, h, w)).copy()
+    boxes, scores, labels = decode(coverage, bboxes, threshold=0.5, iou=0.4)
+    assert len(boxes) == MAX_DETECTIONS
+    assert np.all(np.diff(scores) <= 0)  # best first

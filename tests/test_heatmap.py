@@ -49,3 +49,16 @@ def test_overlay_and_argmax_images():
     rgba = argmax_image(probs, (300, 300), background=0)
     assert rgba[150, 150, 3] > 0 and rgba[0, 0, 3] == 0
     assert argmax_image(probs[::-1], (300, 300), background=0)[150, 150, 3] == 0
+
+
+def test_overlay_per_cell_equals_overlay_per_pixel():
+    from models.heatmap import overlay, overlay_cells, place_map
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (301, 517, 3), dtype=np.uint8)
+    values = rng.random((7, 11)).astype(np.float32)
+    values[2, 3] = np.nan
+    for offset in (0, -96):
+        slow = overlay(image, place_map(values, image.shape[:2], offset), alpha=0.7)
+        fast = overlay_cells(image, values, offset, alpha=0.7)
+        np.testing.assert_array_equal(fast, slow)

@@ -226,13 +226,20 @@ class Predictor:
 
     def detections(self, out: Output, *, threshold: float | None = None, iou: float | None = None,
                    classes=None) -> list[dict]:  # fmt: skip
-        """Clustered boxes (x0, y0, x1, y1 in the served image's pixels), best first."""
+        """Clustered boxes (x0, y0, x1, y1 in the served image's pixels), best first.
+
+        ``classes`` (names) keeps only those classes (None: all); they are chosen
+        before clustering, so the cap on detections counts only the wanted ones.
+        """
         threshold = self.meta.get("threshold", 0.5) if threshold is None else threshold
         iou = self.meta.get("cluster_iou", 0.4) if iou is None else iou
-        found, scores, labels = box_ops.decode(out.maps["coverage"], out.maps["bboxes"],
-                                               threshold=threshold, iou=iou)  # fmt: skip
-        keep = set(classes) if classes else None
-        result = [
+        coverage = out.maps["coverage"]
+        if classes is not None:
+            wanted = np.isin(np.asarray(self.classes), list(classes))
+            coverage = coverage * wanted[:, None, None]
+        found, scores, labels = box_ops.decode(coverage, out.maps["bboxes"], threshold=threshold,
+                                               iou=iou)  # fmt: skip
+        return [
             {
                 "class": self.classes[int(lab)],
                 "label": int(lab),
@@ -240,9 +247,7 @@ class Predictor:
                 "box": [float(v) for v in b],
             }  # fmt: skip
             for b, s, lab in zip(found, scores, labels)
-            if keep is None or self.classes[int(lab)] in keep
         ]
-        return sorted(result, key=lambda d: -d["score"])
 
     def draw(self, out: Output, dets: list[dict]) -> np.ndarray:
         """The image with the detections drawn (labels and scores)."""

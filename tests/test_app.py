@@ -43,6 +43,12 @@ def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
+def test_uploads_are_limited_and_typed(monkeypatch, artifacts):
+    uploader = start(monkeypatch, artifacts).file_uploader[0].proto
+    assert uploader.max_upload_size_mb == 50
+    assert {".png", ".jpg", ".webp", ".bmp", ".tiff", ".gif"} <= set(uploader.type)
+
+
 def test_without_models_the_page_says_how_to_get_them(monkeypatch, tmp_path):
     monkeypatch.setenv("ARTIFACTS", str(tmp_path / "empty"))
     at = AppTest.from_file(APP, default_timeout=60).run()

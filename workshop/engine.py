@@ -124,6 +124,60 @@ def gather_digests(model: nn.Module, d: Dist) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------ a trainer's start
+
+
+@dataclass
+class Run:
+    """What every trainer decides before it loads data."""
+
+    device: torch.device
+    d: Dist
+    width: float  # the channel multiplier actually used
+    out: Path  # the artifacts folder
+    log: Callable  # print on the main process, nothing elsewhere
+
+
+def start_run(cfg, model: str) -> Run:
+    """Check the common options, pick the device, join DDP, seed; SystemExit with a message.
+
+    ``cfg`` has ``synthetic_size``, ``device``, ``width`` (0: 0.25 on CPU, 1.0 on
+    CUDA), ``out_dir`` and ``seed``; ``model`` names the artifacts subfolder.
+    """
+    if cfg.synthetic_size not in ("full", "small"):
+        raise SystemExit(
+            f"error: --synthetic_size must be full or small, not {cfg.synthetic_size!r}"
+        )
+    try:
+        device = pick_device(cfg.device)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
+    d = setup_distributed(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    width = cfg.width or (1.0 if device.type == "cuda" else 0.25)
+    out = Path(cfg.out_dir) if cfg.out_dir else artifacts_dir(model)
+    seed_everything(cfg.seed)
+    return Run(device, d, width, out, print if d.is_main else (lambda *a, **k: None))
+
+
+def synthetic_data(cfg, d: Dist) -> Path:
+    """The synthetic data set for cfg.seed and cfg.synthetic_size under cfg.data_dir, made
+    by the main process (the others wait for it); returns its root folder."""
+    from models import synthetic
+
+    syn_cfg = synthetic.SyntheticConfig(seed=cfg.seed)
+    if cfg.synthetic_size == "small":
+        syn_cfg = syn_cfg.small()
+    root = Path(cfg.data_dir) / ("synthetic" if cfg.synthetic_size == "full" else "synthetic-small")
+    if d.is_main:
+        synthetic.generate(root, syn_cfg)
+    if d.enabled:
+        dist.barrier()
+    return root
+
+
 # ------------------------------------------------------------------------ precision
 
 
@@ -316,6 +370,16 @@ def resume_training(path, raw_model, optimizer, scheduler) -> tuple[int, list]:
         scheduler.load_state_dict(ckpt["optimizer"]["scheduler"])
     set_rng_state(ckpt["optimizer"]["rng"])
     return ckpt["epoch"], ckpt["metrics"]["history"]
+
+
+def resume_if_asked(resume: bool, out: Path, raw_model, optimizer, scheduler, log):
+    """(state path, epochs done, history): from out/train_state.pt when resume is set."""
+    state_path = Path(out) / "train_state.pt"
+    if resume and state_path.is_file():
+        epoch, history = resume_training(state_path, raw_model, optimizer, scheduler)
+        log(f"resumed from {state_path} after epoch {epoch}")
+        return state_path, epoch, history
+    return state_path, 0, []
 
 
 def plot_history(history: list[dict], path, title: str = "") -> Path:

@@ -62,14 +62,7 @@ def load_data(cfg: AlexNetConfig, d: engine.Dist):
     root = Path(cfg.data_dir)
     scenes = None
     if cfg.dataset == "synthetic":
-        syn_cfg = synthetic.SyntheticConfig(seed=cfg.seed)
-        if cfg.synthetic_size == "small":
-            syn_cfg = syn_cfg.small()
-        syn_root = root / ("synthetic" if cfg.synthetic_size == "full" else "synthetic-small")
-        if d.is_main:
-            synthetic.generate(syn_root, syn_cfg)
-        if d.enabled:
-            dist.barrier()
+        syn_root = engine.synthetic_data(cfg, d)
         crops = syn_root / "crops"
         train_f = imgdata.ImageFolder.scan(crops / "train")
         val_f = imgdata.ImageFolder.scan(crops / "val")
@@ -92,22 +85,8 @@ def load_data(cfg: AlexNetConfig, d: engine.Dist):
 
 def main(argv: list[str] | None = None) -> dict | None:
     cfg = parse_config(AlexNetConfig, argv)
-    if cfg.synthetic_size not in ("full", "small"):
-        raise SystemExit(
-            f"error: --synthetic_size must be full or small, not {cfg.synthetic_size!r}"
-        )
-    try:
-        device = engine.pick_device(cfg.device)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    d = engine.setup_distributed(device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    width = cfg.width or (1.0 if device.type == "cuda" else 0.25)
-    out = Path(cfg.out_dir) if cfg.out_dir else engine.artifacts_dir("alexnet")
-    log = print if d.is_main else (lambda *a, **k: None)
-    engine.seed_everything(cfg.seed)
+    run = engine.start_run(cfg, "alexnet")
+    device, d, width, out, log = run.device, run.d, run.width, run.out, run.log
 
     try:
         train, val, scenes, data_name = load_data(cfg, d)
@@ -163,11 +142,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         "background": synthetic.BACKGROUND in classes,
         "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},
     }
-    state_path = out / "train_state.pt"
-    start_epoch, history = 0, []
-    if cfg.resume and state_path.is_file():
-        start_epoch, history = engine.resume_training(state_path, raw, optimizer, scheduler)
-        log(f"resumed from {state_path} after epoch {start_epoch}")
+    state_path, start_epoch, history = engine.resume_if_asked(
+        cfg.resume, out, raw, optimizer, scheduler, log
+    )
 
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):

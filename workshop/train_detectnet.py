@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from models import synthetic
 from models.boxes import CELL_OFFSET, STRIDE, encode_targets, grid_size
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.detectnet import DetectNet, detectnet_loss
@@ -69,16 +68,7 @@ def load_data(cfg: DetectNetConfig, d: engine.Dist):
     """(train, val) CocoDetection and a short name for the data set."""
     categories = [c.strip() for c in cfg.categories.split(",") if c.strip()] or None
     if cfg.dataset == "synthetic":
-        syn_cfg = synthetic.SyntheticConfig(seed=cfg.seed)
-        if cfg.synthetic_size == "small":
-            syn_cfg = syn_cfg.small()
-        root = Path(cfg.data_dir) / (
-            "synthetic" if cfg.synthetic_size == "full" else "synthetic-small"
-        )
-        if d.is_main:
-            synthetic.generate(root, syn_cfg)
-        if d.enabled:
-            dist.barrier()
+        root = engine.synthetic_data(cfg, d)
         scenes = root / "scenes"
         train = detection.CocoDetection(scenes / "train" / "annotations.json", None, categories)
         val = detection.CocoDetection(scenes / "val" / "annotations.json", None, categories)
@@ -119,24 +109,10 @@ def init_backbone(model: DetectNet, cfg: DetectNetConfig, width: float, log) -> 
 
 def main(argv: list[str] | None = None) -> dict | None:
     cfg = parse_config(DetectNetConfig, argv)
-    if cfg.synthetic_size not in ("full", "small"):
-        raise SystemExit(
-            f"error: --synthetic_size must be full or small, not {cfg.synthetic_size!r}"
-        )
     if min(cfg.crop_h, cfg.crop_w) < 64:
         raise SystemExit("error: --crop_h and --crop_w must be at least 64 pixels")
-    try:
-        device = engine.pick_device(cfg.device)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    d = engine.setup_distributed(device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    width = cfg.width or (1.0 if device.type == "cuda" else 0.25)
-    out = Path(cfg.out_dir) if cfg.out_dir else engine.artifacts_dir("detectnet")
-    log = print if d.is_main else (lambda *a, **k: None)
-    engine.seed_everything(cfg.seed)
+    run = engine.start_run(cfg, "detectnet")
+    device, d, width, out, log = run.device, run.d, run.width, run.out, run.log
 
     try:
         train, val, data_name = load_data(cfg, d)
@@ -193,11 +169,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         "cluster_iou": cfg.cluster_iou,
         "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},
     }
-    state_path = out / "train_state.pt"
-    start_epoch, history = 0, []
-    if cfg.resume and state_path.is_file():
-        start_epoch, history = engine.resume_training(state_path, raw, optimizer, scheduler)
-        log(f"resumed from {state_path} after epoch {start_epoch}")
+    state_path, start_epoch, history = engine.resume_if_asked(
+        cfg.resume, out, raw, optimizer, scheduler, log
+    )
 
     val_batches = [torch.tensor([k]) for k in range(len(val))][: cfg.eval_images or None]
     started = time.perf_counter()

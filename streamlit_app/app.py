@@ -38,8 +38,13 @@ def artifacts() -> Path:
 
 @st.cache_resource(show_spinner=False)
 def load_predictor(path: str, mtime: float) -> Predictor:
-    """One onnxruntime session per model file (and version of it) per process."""
-    return Predictor(path)
+    """One onnxruntime session per model file (and version of it) per process.
+
+    Without onnxruntime's memory arena: with many visitors at once, the arena would
+    keep its largest buffers for good (8 concurrent 1080p uploads: 1.1 GB resident
+    instead of 1.7 GB), for about 0.1 s more per upload.
+    """
+    return Predictor(path, memory_arena=False)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -8,6 +8,13 @@ STAMP := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 LAB_PORT ?= 8888
 APP_PORT ?= 8501
+# Real data (online): make data DATASET=cats-dogs|coco|mnist [CATEGORIES=cat,dog], then the
+# same DATASET (and CATEGORIES) for the trainers. ARGS passes any other trainer option.
+DATASET ?=
+CATEGORIES ?=
+DATA_DIR ?= data
+ARGS ?=
+TRAIN_DATA = $(if $(DATASET),--dataset=$(DATASET)) --data_dir=$(DATA_DIR)
 
 # numpy and scipy each bring an OpenBLAS; one thread each keeps them from fighting
 # torch (and each other) for the 2 cores. torch takes the cores through OMP
@@ -16,7 +23,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup test test-fast lint format lab app notebooks train-mlp train-alexnet train-detectnet export bench demo clean
+.PHONY: setup test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo clean
 
 setup: $(STAMP)
 
@@ -51,16 +58,20 @@ app: setup
 notebooks: setup
 	$(PY) -m workshop.notebook_tools
 
+data: setup
+	@test -n "$(DATASET)" || { echo "usage: make data DATASET=cats-dogs|coco|mnist [CATEGORIES=cat,dog]"; exit 2; }
+	$(PY) -m workshop.data.prepare $(DATASET) --data_dir=$(DATA_DIR) $(if $(CATEGORIES),--categories=$(CATEGORIES)) $(ARGS)
+
 train-mlp: setup
-	$(PY) -m workshop.train_mlp
+	$(PY) -m workshop.train_mlp $(TRAIN_DATA) $(ARGS)
 
 # Generates the synthetic shapes into data/ when missing, trains, converts to the FCN.
 train-alexnet: setup
-	$(PY) -m workshop.train_alexnet
+	$(PY) -m workshop.train_alexnet $(TRAIN_DATA) $(ARGS)
 
 # Module 3 on the synthetic scenes; starts from module 2's features when they exist.
 train-detectnet: setup
-	$(PY) -m workshop.train_detectnet
+	$(PY) -m workshop.train_detectnet $(TRAIN_DATA) $(if $(CATEGORIES),--categories=$(CATEGORIES)) $(ARGS)
 
 # Every trained model under $(ARTIFACTS) -> model.onnx beside its checkpoint, verified.
 export: setup

@@ -31,13 +31,14 @@ from models.heatmap import save_png
 from workshop import engine
 from workshop.cli import parse_config
 from workshop.data import images as imgdata
+from workshop.data.prepare import resolve
 from workshop.fcn import compare_with_sliding_window, heatmap_figure, pointing_game
 from workshop.plots import save_figure
 
 
 @dataclass
 class AlexNetConfig:
-    dataset: str = "synthetic"  # synthetic | a folder (train/ + val/, class folders, PetImages)
+    dataset: str = "synthetic"  # synthetic | cats-dogs (make data) | an image folder or PetImages
     synthetic_size: str = "full"  # full | small (smoke tests)
     data_dir: str = "data"  # where generated data and image caches go
     width: float = 0.0  # channel multiplier; 0 = auto (0.25 on CPU, 1.0 on GPU)
@@ -69,8 +70,9 @@ def load_data(cfg: AlexNetConfig, d: engine.Dist):
         scenes = syn_root / "scenes" / "val"
         name = syn_root.name
     else:
-        train_f, val_f = imgdata.split_folders(cfg.dataset, seed=cfg.seed)
-        name = Path(cfg.dataset).name
+        folder = resolve(cfg.dataset, cfg.data_dir) or cfg.dataset  # cats-dogs: make data
+        train_f, val_f = imgdata.split_folders(folder, seed=cfg.seed)
+        name = Path(folder).name
     cache_dir = root / "cache"
     caches = []
     for split, folder in (("train", train_f), ("val", val_f)):

@@ -32,12 +32,13 @@ from workshop import engine
 from workshop.cli import parse_config
 from workshop.data import detection
 from workshop.data.images import preprocessing_meta
+from workshop.data.prepare import resolve
 from workshop.detect import CLUSTER_IOU, THRESHOLD, evaluate_detector, render_detections
 
 
 @dataclass
 class DetectNetConfig:
-    dataset: str = "synthetic"  # synthetic | a COCO annotation JSON
+    dataset: str = "synthetic"  # synthetic | coco (make data, with --categories) | a COCO JSON
     images: str = ""  # the JSON's image folder (default: images/ beside it)
     val_dataset: str = ""  # held-out COCO JSON (default: synthetic val scenes, or 15% of dataset)
     val_images: str = ""  # its image folder (default: images/ beside it)
@@ -72,6 +73,11 @@ def load_data(cfg: DetectNetConfig, d: engine.Dist):
         scenes = root / "scenes"
         train = detection.CocoDetection(scenes / "train" / "annotations.json", None, categories)
         val = detection.CocoDetection(scenes / "val" / "annotations.json", None, categories)
+        return train, val, root.name
+    if cfg.dataset == "coco":  # prepared by `make data DATASET=coco CATEGORIES=...`
+        root = resolve("coco", cfg.data_dir, categories)
+        train = detection.CocoDetection(root / "train" / "annotations.json", None, categories)
+        val = detection.CocoDetection(root / "val" / "annotations.json", None, categories)
         return train, val, root.name
     train = detection.CocoDetection(cfg.dataset, cfg.images or None, categories)
     if cfg.val_dataset:

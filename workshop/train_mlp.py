@@ -37,6 +37,7 @@ from models.mlp import (
 from workshop import plots
 from workshop.cli import parse_config
 from workshop.data.digits import DigitsSplit, load_dataset
+from workshop.data.prepare import resolve
 from workshop.engine import artifacts_dir, describe_device, pick_device, write_json
 
 OPTIMIZERS = {"lbfgs": "L-BFGS-B", "cg": "CG", "gd": "gradient descent (momentum)"}
@@ -45,7 +46,8 @@ DEFAULT_ITERATIONS = {"lbfgs": 100, "cg": 100, "gd": 1000}
 
 @dataclass
 class MLPConfig:
-    dataset: str = "digits"  # "digits" (bundled, offline) or the path of an ex4data1.mat
+    dataset: str = "digits"  # digits (bundled, offline) | mnist (make data) | an ex4data1.mat
+    data_dir: str = "data"  # where `make data` put mnist
     hidden_layer_size: int = 25  # hidden sigmoid units
     lambda_: float = 1.0  # L2 regularization strength (bias weights excluded)
     optimizer: str = "lbfgs"  # lbfgs | cg (scipy, the fmincg analogue) | gd (on-device loop)
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(MLPConfig, argv)
     out = Path(cfg.out_dir) if cfg.out_dir else artifacts_dir("mlp")
     try:
-        data = load_dataset(cfg.dataset)
+        data = load_dataset(str(resolve(cfg.dataset, cfg.data_dir) or cfg.dataset))
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     print(f"data: {data!r}")

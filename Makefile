@@ -79,7 +79,7 @@ export: setup
 
 # Side-by-side timings -> benchmarks/results/<device>.json and a markdown table.
 bench: setup
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks $(if $(PIPELINE),--pipeline)
 
 # The embedded pipeline, each step skipped when its artifacts exist (make clean to redo),
 # then the web demo on what it built.

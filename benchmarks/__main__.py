@@ -1,24 +1,47 @@
-"""make bench: run every section, write benchmarks/results/<device>.json, print tables."""
+"""make bench: run the sections, write benchmarks/results/<device>.json, print tables.
+
+    python -m benchmarks                    # every section but the pipeline
+    python -m benchmarks --only inference,app
+    python -m benchmarks --pipeline         # also time the embedded pipeline (~11 min on CPU)
+
+On a GPU machine the same command measures the CUDA paths (torch on CUDA, the
+onnxruntime CUDA provider, training with bf16, channels_last and torch.compile).
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from benchmarks import app_latency, fcn_latency
+from benchmarks import app_latency, fcn_latency, mlp_bench, pipeline, training
 from benchmarks.common import environment, write_results
 
+SECTIONS = {
+    "mlp": mlp_bench,
+    "training": training,
+    "inference": fcn_latency,
+    "app": app_latency,
+}
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {list(SECTIONS)}")
+    parser.add_argument("--pipeline", action="store_true", help="also time the whole pipeline")
+    args = parser.parse_args(argv)
+    names = [n for n in args.only.split(",") if n] or list(SECTIONS)
+    unknown = sorted(set(names) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; known: {list(SECTIONS)}")
     env = environment()
     print(f"benchmarks on {env['device']} (torch {env['torch']}, {env['torch_threads']} threads, "
           f"onnxruntime {env['onnxruntime']})\n")  # fmt: skip
     results = {"environment": env}
-    results["fcn_latency"] = fcn = fcn_latency.run()
-    print(fcn_latency.table(fcn), "\n")
-    results["app_latency"] = app = app_latency.run()
-    print(app_latency.table(app), "\n")
-    path = write_results(results)
-    print(f"results: {path}")
+    chosen = [(n, SECTIONS[n]) for n in names] + ([("pipeline", pipeline)] if args.pipeline else [])
+    for name, section in chosen:
+        results[name] = section.run()
+        print(section.table(results[name]), "\n", flush=True)
+    print(f"results: {write_results(results)}")
     return 0
 
 

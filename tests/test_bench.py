@@ -1,25 +1,48 @@
-"""The benchmark sections run end to end on a small exported model (timings not asserted)."""
+"""The benchmark sections run end to end on small models (timings are reported, not asserted)."""
 
 import json
 
 from test_export import make_checkpoints
 
-from benchmarks import common, fcn_latency
+from benchmarks import common, fcn_latency, mlp_bench, training
 
 
-def test_fcn_latency_section_times_torch_and_onnxruntime(tmp_path, monkeypatch):
+def test_inference_section_times_torch_and_onnxruntime(tmp_path, monkeypatch):
     make_checkpoints(tmp_path / "artifacts")
     monkeypatch.setenv("ARTIFACTS", str(tmp_path / "artifacts"))
     result = fcn_latency.run(sizes=((64, 80), (227, 301)), repeats=1)
-    assert [r["size"] for r in result["rows"]] == ["80x64", "301x227"]
+    assert [(r["model"], r["size"]) for r in result["rows"]] == [
+        ("fcn", "80x64"), ("fcn", "301x227"), ("detector", "1920x1080")]  # fmt: skip
     for row in result["rows"]:
         assert row["torch_eager"]["median_s"] > 0 and row["onnxruntime"]["median_s"] > 0
-    assert "| 301x227 |" in fcn_latency.table(result)
+        assert row["gflop"] > 0 and row["ort_vs_gemm"] > 0
+    assert "| fcn | 301x227 |" in fcn_latency.table(result)
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    path = common.write_results({"environment": common.environment(), "fcn_latency": result})
-    assert json.loads(path.read_text())["fcn_latency"]["rows"][0]["size"] == "80x64"
+    path = common.write_results({"environment": common.environment(), "inference": result})
+    assert json.loads(path.read_text())["inference"]["rows"][0]["size"] == "80x64"
 
 
-def test_fcn_latency_says_what_is_missing(tmp_path, monkeypatch):
+def test_flop_count_matches_the_formula():
+    import torch
+    from torch import nn
+
+    conv = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Flatten(), nn.Linear(8 * 16 * 16, 10))
+    expected = 2 * (8 * 16 * 16 * 3 * 9 + 10 * 8 * 16 * 16)
+    assert fcn_latency.count_flops(conv, torch.zeros(1, 3, 16, 16)) == expected
+
+
+def test_inference_section_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("ARTIFACTS", str(tmp_path / "nothing"))
     assert "make train-alexnet" in fcn_latency.run()["skipped"]
+
+
+def test_training_section_measures_both_paths():
+    result = training.run(width=0.125, batch=4, steps=1, compile=False)
+    assert result["fp32_eager_reference"] > 0 and result["engine_channels_last"] > 0
+    assert "engine / reference" in training.table(result)
+
+
+def test_mlp_cost_gradient_section_runs():
+    result = mlp_bench.cost_gradient(repeats=1)
+    assert result["vectorized_vs_loop"] > 1
+    assert set(result["rows"]) >= {"loop (numpy, per example)", "vectorized (numpy)"}

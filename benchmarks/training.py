@@ -1,7 +1,8 @@
 """AlexNet training throughput at 224: a plain fp32 eager loop vs the engine's path.
 
-Reference: a contiguous (NCHW) float32 model, a plain loop over ready-made
-normalized batches. Engine: ``workshop.engine.train_one_epoch`` with channels_last,
+Reference: a contiguous (NCHW) float32 model, a plain loop over one ready-made
+normalized batch (and the same in channels_last, to separate the memory format
+from the data work). Engine: ``workshop.engine.train_one_epoch`` with channels_last,
 bf16 autocast on CUDA, batches cut and augmented from uint8 images kept on the
 device (``make_batch``), and torch.compile when ``compile`` is set (on CUDA by
 default; on a CPU compiling costs about a minute, so it is opt-in there).
@@ -58,6 +59,10 @@ def run(width: float | None = None, batch: int = 64, steps: int = 0, compile: bo
     result = {"device": engine.describe_device(device), "width": width, "batch": batch,
               "steps": steps}  # fmt: skip
     result["fp32_eager_reference"] = _images_per_s(plain_step, batch, steps, 2, device)
+    # The memory format alone, same fixed batch: what channels_last buys without the data work.
+    model = model.to(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last)
+    result["fp32_eager_channels_last"] = _images_per_s(plain_step, batch, steps, 2, device)
 
     def engine_path(compiled: bool) -> float:
         m, raw = engine.prepare_model(alexnet(num_classes=4, width=width), device,
@@ -93,7 +98,8 @@ def run(width: float | None = None, batch: int = 64, steps: int = 0, compile: bo
 def table(result: dict) -> str:
     lines = [f"AlexNet training at 224 (width {result['width']}, batch {result['batch']}, "
              f"{result['device']}):", "", "| path | images/s |", "| --- | --- |"]  # fmt: skip
-    for key in ("fp32_eager_reference", "engine_channels_last", "engine_compiled"):
+    for key in ("fp32_eager_reference", "fp32_eager_channels_last", "engine_channels_last",
+                "engine_compiled"):  # fmt: skip
         if key in result:
             lines.append(f"| {key.replace('_', ' ')} | {result[key]:.0f} |")
     lines.append(f"\nengine / reference: {result['engine_vs_reference']:.2f}x")

@@ -23,7 +23,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo clean
+.PHONY: setup browser test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: setup
+test: setup browser
 	$(PY) -m pytest
+
+# The browser tests drive Debian's chromium (Playwright cannot download its own here).
+browser:
+	@test -x /usr/bin/chromium || { echo "installing Debian's chromium for the browser tests"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; }
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow"

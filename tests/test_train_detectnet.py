@@ -243,3 +243,21 @@ def test_cuda_path_trains_with_bf16_and_channels_last(tmp_path, python):
                                     "--max_steps=2", "--width=1"))  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda") and 0 <= metrics["AP"] <= 1
+
+
+def test_ground_truth_holds_only_the_sets_images_and_categories(tmp_path):
+    """Scoring a subset against the whole file would count other images' boxes as misses."""
+    path = write_coco(
+        tmp_path,
+        [
+            ((200, 150), [(9, (10, 10, 50, 40)), (5, (100, 50, 60, 60))]),
+            ((300, 200), [(2, (20, 30, 80, 60))]),
+            ((100, 100), [(9, (10, 10, 30, 30))]),
+        ],  # fmt: skip
+        CATEGORIES,
+    )
+    dogs = detection.CocoDetection(path, categories=["dog"])
+    gt = dogs.ground_truth()
+    assert sorted(gt.getImgIds()) == [1, 3] and gt.getCatIds() == [9]
+    assert len(gt.getAnnIds()) == 2  # the bird in image 1 is not a dog to find
+    assert dogs.ground_truth(1).getImgIds() == [1]

@@ -67,14 +67,7 @@ def evaluate_detector(model, data: CocoDetection, *, threshold=THRESHOLD, iou=CL
         boxes, scores, labels = detect(model, data.image(k), threshold=threshold, iou=iou,
                                        device=device)  # fmt: skip
         detections += to_coco_results(data.samples[k].image_id, boxes, scores, labels, data.cat_ids)
-    gt = data.coco
-    if limit:  # score only the images that were run
-        from workshop.detection_eval import load_coco
-
-        ids = {data.samples[k].image_id for k in samples}
-        gt = load_coco({**gt.dataset, "images": [i for i in gt.dataset["images"] if i["id"] in ids],
-                        "annotations": [a for a in gt.dataset["annotations"]
-                                        if a["image_id"] in ids]})  # fmt: skip
+    gt = data.ground_truth(len(samples))  # only the images run, in the set's categories
     metrics = coco_evaluate(gt, detections)
     # DIGITS counted boxes above its clustering threshold; 0.5 coverage is its default.
     digits = digits_precision_recall(gt, detections, iou=0.7, min_score=0.5)

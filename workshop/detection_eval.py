@@ -31,6 +31,19 @@ def load_coco(source) -> COCO:
         return COCO(str(source))
 
 
+def subset_coco(coco: COCO, image_ids, cat_ids) -> COCO:
+    """The ground truth of only these images and categories (what a model was run on)."""
+    images, cats = set(image_ids), set(cat_ids)
+    d = coco.dataset
+    return load_coco({
+        **d,
+        "images": [i for i in d["images"] if i["id"] in images],
+        "annotations": [a for a in d["annotations"]
+                        if a["image_id"] in images and a["category_id"] in cats],
+        "categories": [c for c in d["categories"] if c["id"] in cats],
+    })  # fmt: skip
+
+
 def coco_evaluate(coco_gt: COCO, detections: list[dict]) -> dict:
     """AP (IoU 0.50:0.95), AP50, AP75 and per-class AP, as COCOeval computes them."""
     if not detections:

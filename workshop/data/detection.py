@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from models.boxes import encode_targets, grid_size
 from workshop.data.images import MEAN, STD, BadImage, normalize, open_rgb
-from workshop.detection_eval import load_coco
+from workshop.detection_eval import load_coco, subset_coco
 
 MAX_SIDE = 1920  # longer image sides are downscaled to this before inference
 MIN_VISIBLE = 0.6  # share of a cut object that must remain to stay a target
@@ -131,6 +131,15 @@ class CocoDetection:
         for k in tqdm(range(len(self)), desc="loading images", leave=False):
             self._pixels[k] = self.image(k)
         return True
+
+    def ground_truth(self, count: int = 0):
+        """A COCO object of this set's images (the first ``count``; 0 = all) and categories.
+
+        The file may hold more (other splits, other categories); scoring against it
+        whole would count their boxes as misses.
+        """
+        samples = self.samples[: count or None]
+        return subset_coco(self.coco, [s.image_id for s in samples], self.cat_ids)
 
     def meta(self) -> dict:
         return {"classes": self.classes, "coco_category_ids": self.cat_ids}

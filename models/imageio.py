@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 100_000_000  # larger images are refused as possible decompression bombs
+MAX_SIDE = 1920  # inference caps the longer image side here (the app, module 3's evaluation)
 
 
 class BadImage(ValueError):
@@ -60,7 +61,6 @@ def open_rgb(source, max_side: int | None = None) -> Image.Image:
                     full = full[::-1]
                 img = transposed
                 img.load()
-                img.info["_full_size"] = full
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise BadImage(f"refused: too many pixels, possibly a decompression bomb ({err})") from None
     except FileNotFoundError:
@@ -73,16 +73,10 @@ def open_rgb(source, max_side: int | None = None) -> Image.Image:
         raise BadImage(f"corrupt or truncated image ({err})") from None
     if img.width == 0 or img.height == 0:
         raise BadImage("the image has no pixels")
-    original = _size_before_draft(img)
     img = to_rgb(img)
     img = cap_side(img, max_side)
-    img.info["original_size"] = original  # (width, height) as stored, after EXIF rotation
+    img.info["original_size"] = full  # (width, height) before any downscaling, EXIF applied
     return img
-
-
-def _size_before_draft(img: Image.Image) -> tuple[int, int]:
-    """The full-resolution size, also when JPEG draft mode decoded a reduced image."""
-    return img.info.get("_full_size", img.size)
 
 
 def cap_side(img: Image.Image, max_side: int | None) -> Image.Image:

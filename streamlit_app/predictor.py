@@ -32,9 +32,8 @@ from PIL import Image
 
 from models import boxes as box_ops
 from models import heatmap
-from models.imageio import BadImage, cap_side, open_rgb, to_rgb
+from models.imageio import MAX_SIDE, BadImage, cap_side, open_rgb, to_rgb
 
-MAX_SIDE = 1920  # longer image sides are downscaled to this before inference
 MIN_SIDE = 32  # smaller images are padded to this (the FCN pads 96 more inside its graph)
 
 
@@ -210,17 +209,20 @@ class Predictor:
         order = np.argsort(-p, kind="stable")[:k]
         return [{"class": self.classes[i], "score": float(p[i])} for i in order]
 
+    def _class_probabilities(self, out: Output, cls) -> np.ndarray:
+        """The FCN's (h, w) probability map of a class given by name or index."""
+        c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
+        return out.maps["probabilities"][c]
+
     def class_map(self, out: Output, cls) -> np.ndarray:
         """One class's probability map placed on the image: (H, W), NaN where no window centres."""
-        c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
-        values = out.maps["probabilities"][c]
+        values = self._class_probabilities(out, cls)
         return heatmap.place_map(values, out.image.shape[:2], int(self.meta["offset"]),
                                  int(self.meta["window"]), int(self.meta["stride"]))  # fmt: skip
 
     def heatmap(self, out: Output, cls, opacity: float = 0.6) -> np.ndarray:
         """The class heatmap blended over the image: RGB uint8, the image's size."""
-        c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
-        return heatmap.overlay_cells(out.image, out.maps["probabilities"][c],
+        return heatmap.overlay_cells(out.image, self._class_probabilities(out, cls),
                                      int(self.meta["offset"]), int(self.meta["window"]),
                                      int(self.meta["stride"]), alpha=opacity)  # fmt: skip
 

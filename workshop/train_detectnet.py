@@ -28,6 +28,7 @@ from models.boxes import CELL_OFFSET, STRIDE, encode_targets, grid_size
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.detectnet import DetectNet, detectnet_loss
 from models.heatmap import save_png
+from models.imageio import MAX_SIDE
 from workshop import engine
 from workshop.cli import parse_config
 from workshop.data import detection
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
     train.preload()
+    val.preload()  # scored every epoch (held-out loss) and at the end: decode the files once
     classes = train.classes
     n_boxes = sum(len(s.boxes) for s in train.samples)
     log(f"data: {data_name}: {len(train)} train images ({n_boxes} boxes) / {len(val)} held out, "
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         **{k: pre[k] for k in ("mean", "std", "input_scale", "color")},
         "stride": STRIDE,
         "offset": CELL_OFFSET,
-        "max_side": detection.MAX_SIDE,
+        "max_side": MAX_SIDE,
         "threshold": cfg.threshold,
         "cluster_iou": cfg.cluster_iou,
         "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},

@@ -142,6 +142,12 @@ def _inside(root: Path, name: str) -> bool:
     return target == root or root in target.parents
 
 
+def _check_member(archive: Path, root: Path, name: str) -> None:
+    if not _inside(root, name):
+        raise DownloadError(f"{archive.name}: refused member {name!r} (it would land outside the "
+                            "target folder)")  # fmt: skip
+
+
 def safe_extract(archive, target) -> Path:
     """Unpack a .zip, .tar, .tar.gz or .tgz into target (created whole, or not at all)."""
     archive, target = Path(archive), Path(target)
@@ -155,9 +161,7 @@ def safe_extract(archive, target) -> Path:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
-                    if not _inside(root, info.filename):
-                        raise DownloadError(f"{archive.name}: refused member {info.filename!r} "
-                                            "(it would land outside the target folder)")  # fmt: skip
+                    _check_member(archive, root, info.filename)
                     if (info.external_attr >> 16) & 0o170000 == 0o120000:
                         raise DownloadError(f"{archive.name}: refused symbolic link "
                                             f"{info.filename!r}")  # fmt: skip
@@ -165,9 +169,7 @@ def safe_extract(archive, target) -> Path:
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 for m in tf.getmembers():
-                    if not _inside(root, m.name):
-                        raise DownloadError(f"{archive.name}: refused member {m.name!r} "
-                                            "(it would land outside the target folder)")  # fmt: skip
+                    _check_member(archive, root, m.name)
                     if m.issym() or m.islnk():
                         link = (Path(m.name).parent / m.linkname) if m.issym() else Path(
                             m.linkname)  # fmt: skip

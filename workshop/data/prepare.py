@@ -51,15 +51,12 @@ def coco_folder_name(categories: list[str]) -> str:
     return "coco-" + "-".join(c.replace(" ", "_") for c in categories)
 
 
-RETRIES = {"n": 4}  # the CLI's --retries
-
-
-def fetch(url: str, dest: Path, downloads: Path) -> Path:
+def fetch(url: str, dest: Path, downloads: Path, retries: int = 4) -> Path:
     """download() with the checksum pinned here, or recorded on first use."""
     record = downloads / "checksums.json"
     known = json.loads(record.read_text()) if record.is_file() else {}
     expected = PINNED.get(url) or known.get(url)
-    path = download(url, dest, sha256=expected, retries=RETRIES["n"])
+    path = download(url, dest, sha256=expected, retries=retries)
     if expected is None:
         known[url] = sha256_of(path)
         record.write_text(json.dumps(known, indent=2) + "\n")
@@ -73,13 +70,13 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def prepare_cats_dogs(data_dir: Path, url: str) -> Path:
+def prepare_cats_dogs(data_dir: Path, url: str, retries: int = 4) -> Path:
     from workshop.data.images import pet_images
 
     out = data_dir / "cats-dogs"
     if (out / "report.json").is_file():
         return out
-    archive = fetch(url, data_dir / "downloads" / Path(url).name, data_dir / "downloads")
+    archive = fetch(url, data_dir / "downloads" / Path(url).name, data_dir / "downloads", retries)
     raw = data_dir / "raw" / "cats-dogs"
     if not raw.exists():
         safe_extract(archive, raw)
@@ -104,10 +101,11 @@ def prepare_cats_dogs(data_dir: Path, url: str) -> Path:
     return out
 
 
-def prepare_coco(data_dir: Path, url: str, categories: list[str], max_images: int = 0) -> Path:
+def prepare_coco(data_dir: Path, url: str, categories: list[str], max_images: int = 0,
+                 retries: int = 4) -> Path:  # fmt: skip
     if not categories:
         raise DownloadError("coco needs CATEGORIES, e.g. `make data DATASET=coco CATEGORIES=cat,dog`")
-    archive = fetch(url, data_dir / "downloads" / Path(url).name, data_dir / "downloads")
+    archive = fetch(url, data_dir / "downloads" / Path(url).name, data_dir / "downloads", retries)
     raw = data_dir / "raw" / "coco-annotations"
     if not raw.exists():
         safe_extract(archive, raw)
@@ -218,14 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="", help="another source of the same archive")
     parser.add_argument("--retries", type=int, default=4, help="attempts after the first")
     args = parser.parse_args(argv)
-    RETRIES["n"] = args.retries
     data_dir = Path(args.data_dir)
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     try:
         if args.dataset == "cats-dogs":
-            out = prepare_cats_dogs(data_dir, args.url or SOURCES["cats-dogs"])
+            out = prepare_cats_dogs(data_dir, args.url or SOURCES["cats-dogs"], args.retries)
         elif args.dataset == "coco":
-            out = prepare_coco(data_dir, args.url or SOURCES["coco"], categories, args.max_images)
+            out = prepare_coco(data_dir, args.url or SOURCES["coco"], categories, args.max_images,
+                               args.retries)  # fmt: skip
         else:
             out = prepare_mnist(data_dir)
     except (DownloadError, ValueError) as err:

@@ -162,6 +162,29 @@ def start_run(cfg, model: str) -> Run:
     return Run(device, d, width, out, print if d.is_main else (lambda *a, **k: None))
 
 
+def end_run(raw_model: nn.Module, d: Dist) -> list[str]:
+    """After the last epoch: every rank's weights digest, then leave the process group."""
+    digests = gather_digests(raw_model, d)
+    if d.enabled:
+        dist.destroy_process_group()
+    return digests
+
+
+def run_metrics(run: Run, cfg, *, train_seconds: float, digests: list[str], dataset: str) -> dict:
+    """What every trainer's metrics.json says about how it ran."""
+    from dataclasses import asdict
+
+    return {
+        "train_seconds": train_seconds,
+        "device": describe_device(run.device),
+        "world_size": run.d.world_size,
+        "rank_weight_digests": digests,
+        "width": run.width,
+        "dataset": dataset,
+        "config": asdict(cfg),
+    }
+
+
 def synthetic_data(cfg, d: Dist) -> Path:
     """The synthetic data set for cfg.seed and cfg.synthetic_size under cfg.data_dir, made
     by the main process (the others wait for it); returns its root folder."""

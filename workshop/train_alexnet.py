@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -198,22 +198,16 @@ def main(argv: list[str] | None = None) -> dict | None:
             engine.write_json(out / "history.json", {"history": history})
             engine.plot_history(history, out / "curves.png", title=f"AlexNet (width {width})")
     train_seconds = time.perf_counter() - started
-    digests = engine.gather_digests(raw, d)
-    if d.enabled:
-        dist.destroy_process_group()
+    digests = engine.end_run(raw, d)
     if not d.is_main:
         return None
 
     metrics = finish(raw, history, cfg, meta, model_args, out, scenes, device)
     metrics.update(
-        train_seconds=train_seconds,
-        device=engine.describe_device(device),
-        world_size=d.world_size,
-        rank_weight_digests=digests,
-        width=width,
-        dataset=data_name,
+        engine.run_metrics(
+            run, cfg, train_seconds=train_seconds, digests=digests, dataset=data_name
+        ),  # fmt: skip
         skipped_images=train.skipped,
-        config=asdict(cfg),
     )
     engine.write_json(out / "metrics.json", metrics)
     log(

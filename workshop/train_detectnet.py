@@ -17,12 +17,11 @@ detections_*.png (held-out scenes, ground truth dashed in white).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from models.boxes import CELL_OFFSET, STRIDE, encode_targets, grid_size
 from models.checkpoint import load_checkpoint, save_checkpoint
@@ -204,9 +203,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             engine.write_json(out / "history.json", {"history": history})
             plot_curves(history, out / "curves.png", title=f"DetectNet (width {width})")
     train_seconds = time.perf_counter() - started
-    digests = engine.gather_digests(raw, d)
-    if d.enabled:
-        dist.destroy_process_group()
+    digests = engine.end_run(raw, d)
     if not d.is_main:
         return None
 
@@ -214,17 +211,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     metrics, detections = evaluate_detector(raw, val, threshold=cfg.threshold, iou=cfg.cluster_iou,
                                             limit=cfg.eval_images)  # fmt: skip
     metrics.update(
-        train_seconds=train_seconds,
-        device=engine.describe_device(device),
-        world_size=d.world_size,
-        rank_weight_digests=digests,
-        width=width,
+        engine.run_metrics(
+            run, cfg, train_seconds=train_seconds, digests=digests, dataset=data_name
+        ),  # fmt: skip
         backbone=backbone,
-        dataset=data_name,
         train_images=len(train),
         held_out_images=metrics["images"],
         epochs=history[-1]["epoch"] if history else 0,
-        config=asdict(cfg),
     )
     meta["metrics"] = {k: metrics[k] for k in ("AP", "AP50", "AP75")}
     save_checkpoint(out / "checkpoint.pt", raw, model_name="detectnet", model_args=model_args,

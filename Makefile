@@ -23,7 +23,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup browser test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo clean
+.PHONY: setup proxy hub hub-release browser test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo clean
 
 setup: $(STAMP)
 
@@ -33,8 +33,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: setup browser
+test: setup browser proxy
 	$(PY) -m pytest
+
+# The hub's proxy, pinned in package.json, from the npm registry into node_modules/.
+proxy: node_modules/.bin/configurable-http-proxy
+
+node_modules/.bin/configurable-http-proxy: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "make proxy needs Node.js and npm (apt-get install nodejs npm)"; exit 2; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The hosted workshop for a room (as root): JupyterHub on HUB_IP:HUB_PORT (127.0.0.1:8000);
+# settings are environment variables (README, workshop/hub/settings.py). Ctrl-C stops it.
+hub: setup proxy
+	@$(PY) -m workshop.hub serve
+
+# Copy the solution notebooks into every participant's ~/workshop/solutions/.
+hub-release: setup
+	@$(PY) -m workshop.hub release-solutions
 
 # The browser tests drive Debian's chromium (Playwright cannot download its own here).
 browser:

@@ -46,6 +46,16 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def apply_gpu_share(device: torch.device) -> float | None:
+    """In the hosted workshop a participant may take only a share of a GPU's memory
+    (WORKSHOP_GPU_MEMORY_FRACTION, set by the hub's spawner); cap this process to it."""
+    fraction = os.environ.get("WORKSHOP_GPU_MEMORY_FRACTION")
+    if device.type != "cuda" or not fraction:
+        return None
+    torch.cuda.set_per_process_memory_fraction(float(fraction), device)
+    return float(fraction)
+
+
 def describe_device(device: torch.device) -> str:
     """A readable device name for metrics files: 'cpu, 2 threads', 'cuda (NVIDIA H100 ...)'."""
     if device.type == "cuda":
@@ -77,6 +87,16 @@ def write_json(path, data: dict) -> Path:
 def artifacts_dir(model: str) -> Path:
     """artifacts/<model>/, or $ARTIFACTS/<model>/ when ARTIFACTS is set."""
     return Path(os.environ.get("ARTIFACTS", "artifacts")) / model
+
+
+def trained_artifacts(model: str) -> Path:
+    """Where a trained <model> is: one's own (artifacts_dir), else the instructor's shared,
+    read-only one in the hosted workshop ($WORKSHOP_SHARED_ARTIFACTS), else one's own."""
+    own = artifacts_dir(model)
+    shared = Path(os.environ.get("WORKSHOP_SHARED_ARTIFACTS") or own) / model
+    if not (own / "checkpoint.pt").is_file() and (shared / "checkpoint.pt").is_file():
+        return shared
+    return own
 
 
 # ----------------------------------------------------------------------- distributed
@@ -155,6 +175,7 @@ def start_run(cfg, model: str) -> Run:
     d = setup_distributed(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        apply_gpu_share(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     width = cfg.width or (1.0 if device.type == "cuda" else 0.25)
     out = Path(cfg.out_dir) if cfg.out_dir else artifacts_dir(model)

@@ -1,0 +1,1 @@
+"""The hosted workshop: JupyterHub for a room of participants on one machine."""

@@ -1,0 +1,264 @@
+"""The instructor's progress view: a JupyterHub service at /services/progress/.
+
+    participants' kernels --POST api/results (their server token)--> this service
+    instructor's browser  --hub login (OAuth)--> /services/progress/  (table, CSV, release)
+
+Who sent a result is what the hub says the token belongs to, never a name in the
+request. Only the instructor (the hub's admin) reads results or releases solutions.
+Results live in ``$HUB_STATE/progress.sqlite``.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import os
+import sqlite3
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
+from jupyterhub.utils import url_path_join
+from tornado import httpclient, ioloop, web
+
+from workshop.hub.settings import HubSettings
+
+REFRESH_S = 10
+
+
+class Store:
+    """Every check a participant ran: who, which exercise, pass or fail, the mistake, when."""
+
+    def __init__(self, path: Path):
+        self.db = sqlite3.connect(path)
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS results (user TEXT NOT NULL, exercise TEXT NOT NULL,"
+            " passed INTEGER NOT NULL, mistake TEXT NOT NULL, at REAL NOT NULL)"
+        )
+        self.db.commit()
+
+    def add(self, user: str, exercise: str, passed: bool, mistake: str, at: float | None = None):
+        self.db.execute(
+            "INSERT INTO results VALUES (?, ?, ?, ?, ?)",
+            (user, exercise, int(passed), mistake, at or time.time()),
+        )
+        self.db.commit()
+
+    def latest(self) -> list[dict]:
+        """The latest result of each (participant, exercise), with the number of attempts."""
+        rows = self.db.execute(
+            "SELECT r.user, r.exercise, r.passed, r.mistake, r.at, c.n FROM results r"
+            " JOIN (SELECT user, exercise, MAX(rowid) AS last, COUNT(*) AS n FROM results"
+            "       GROUP BY user, exercise) c ON r.rowid = c.last ORDER BY r.user, r.exercise"
+        ).fetchall()
+        keys = ("participant", "exercise", "passed", "mistake", "at", "attempts")
+        return [dict(zip(keys, row)) for row in rows]
+
+
+def exercise_order() -> list[str]:
+    """The exercises in notebook order (those the checks know), for the table's columns."""
+    try:
+        from workshop.checks import EXERCISES
+
+        return list(EXERCISES)
+    except ImportError:
+        return []
+
+
+class Base(HubOAuthenticated, web.RequestHandler):
+    @property
+    def settings_(self) -> HubSettings:
+        return self.settings["hub_settings"]
+
+    @property
+    def store(self) -> Store:
+        return self.settings["store"]
+
+    def instructor_only(self) -> dict:
+        user = self.current_user
+        if user is None:
+            raise web.HTTPError(403)
+        if user["name"] != self.settings_.instructor and not user.get("admin"):
+            raise web.HTTPError(403, "only the instructor sees the room's progress")
+        return user
+
+    def write_error(self, status_code, **kwargs):
+        reason = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(reason, "log_message", None) or self._reason
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(f"{status_code}: {message}\n")
+
+
+class ResultsAPI(Base):
+    """POST: a participant's kernel records a result. GET: the instructor reads them (JSON)."""
+
+    def check_xsrf_cookie(self):
+        pass  # token-authenticated API calls only; the page's form has its own check
+
+    async def post(self):
+        user = self.current_user
+        if user is None:
+            raise web.HTTPError(403, "a participant's hub token is required")
+        try:
+            body = json.loads(self.request.body or b"{}")
+            exercise, passed = str(body["exercise"])[:100], bool(body["passed"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPError(400, "expected JSON with exercise and passed") from None
+        self.store.add(user["name"], exercise, passed, str(body.get("mistake", ""))[:500])
+        self.set_status(201)
+        self.finish({"recorded": exercise, "participant": user["name"]})
+
+    def get(self):
+        self.instructor_only()
+        self.finish({"results": self.store.latest(), "exercises": exercise_order()})
+
+
+async def hub_participants(settings: HubSettings) -> list[str]:
+    """The hub's users other than the instructor (participants who have not run a check yet
+    still get a row)."""
+    api = os.environ.get("JUPYTERHUB_API_URL", "")
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not api:
+        return []
+    try:
+        response = await httpclient.AsyncHTTPClient().fetch(
+            url_path_join(api, "users"), headers={"Authorization": f"token {token}"}
+        )
+    except (httpclient.HTTPError, OSError):
+        return []
+    return sorted(u["name"] for u in json.loads(response.body) if u["name"] != settings.instructor)
+
+
+def table(store: Store, people: list[str]) -> tuple[list[str], list[str], dict]:
+    latest = store.latest()
+    cells = {(r["participant"], r["exercise"]): r for r in latest}
+    order = exercise_order()
+    exercises = order + sorted({r["exercise"] for r in latest} - set(order))
+    people = sorted(set(people) | {r["participant"] for r in latest})
+    return people, exercises, cells
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).astimezone().strftime("%H:%M:%S")
+
+
+class Page(Base):
+    """The room at a glance: participants x exercises, the latest result in each cell."""
+
+    @web.authenticated
+    async def get(self):
+        self.instructor_only()
+        people, exercises, cells = table(self.store, await hub_participants(self.settings_))
+        head = "".join(f"<th>{html.escape(e)}</th>" for e in exercises)
+        rows = []
+        for person in people:
+            tds = []
+            for e in exercises:
+                r = cells.get((person, e))
+                if r is None:
+                    tds.append("<td class=none>·</td>")
+                elif r["passed"]:
+                    tds.append(
+                        f"<td class=pass title='{_when(r['at'])}, {r['attempts']} tries'>✓</td>"
+                    )
+                else:
+                    tip = html.escape(r["mistake"], quote=True)
+                    tds.append(
+                        f"<td class=fail title='{tip}'>✗ {html.escape(r['mistake'][:60])}</td>"
+                    )
+            passed = sum(bool(cells.get((person, e), {}).get("passed")) for e in exercises)
+            rows.append(
+                f"<tr><th>{html.escape(person)}</th>{''.join(tds)}<td>{passed}/{len(exercises)}</td></tr>"
+            )
+        released = (self.settings_.share / "solutions").is_dir()
+        button = (
+            "<p>Solutions are released.</p>"
+            if released
+            else f"<form method=post action='release'>{self.xsrf_form_html()}"
+            "<button>Release the solutions to everyone</button></form>"
+        )
+        self.finish(PAGE.format(
+            refresh=REFRESH_S, head=head, rows="\n".join(rows) or "<tr><td>nobody yet</td></tr>",
+            count=len(people), button=button, now=datetime.now().strftime("%H:%M:%S"),
+        ))  # fmt: skip
+
+
+class CsvExport(Base):
+    @web.authenticated
+    async def get(self):
+        self.instructor_only()
+        people, exercises, cells = table(self.store, await hub_participants(self.settings_))
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["participant", "exercise", "result", "mistake", "time_utc", "attempts"])
+        for person in people:
+            for e in exercises:
+                r = cells.get((person, e))
+                if r is None:
+                    writer.writerow([person, e, "not run", "", "", 0])
+                else:
+                    when = datetime.fromtimestamp(r["at"], UTC).isoformat(timespec="seconds")
+                    result = "pass" if r["passed"] else "fail"
+                    writer.writerow([person, e, result, r["mistake"], when, r["attempts"]])
+        self.set_header("Content-Type", "text/csv; charset=utf-8")
+        self.set_header("Content-Disposition", "attachment; filename=workshop-progress.csv")
+        self.finish(out.getvalue())
+
+
+class Release(Base):
+    @web.authenticated
+    def post(self):
+        self.instructor_only()
+        from workshop.hub.solutions import release
+
+        release(self.settings_)
+        self.redirect(self.settings["prefix"])
+
+
+PAGE = """<!doctype html><html><head><meta charset=utf-8>
+<meta http-equiv=refresh content={refresh}><title>Workshop progress</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:14px}}
+.pass{{background:#d9f2d9}}.fail{{background:#f8d7d7}}.none{{color:#aaa}}</style></head><body>
+<h1>Workshop progress</h1>
+<p>{count} participants · latest result of each exercise check · refreshes every {refresh} s
+(last {now}) · <a href="results.csv">download CSV</a></p>
+<table><tr><th>participant</th>{head}<th>passed</th></tr>
+{rows}</table>
+{button}
+</body></html>"""
+
+
+def make_app(settings: HubSettings, store: Store) -> web.Application:
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/progress/")
+    return web.Application(
+        [
+            (prefix, Page),
+            (prefix + "results.csv", CsvExport),
+            (prefix + "release", Release),
+            (prefix + "api/results", ResultsAPI),
+            (prefix + "oauth_callback", HubOAuthCallbackHandler),
+        ],
+        hub_settings=settings,
+        store=store,
+        prefix=prefix,
+        cookie_secret=os.urandom(32),
+        xsrf_cookies=True,
+    )
+
+
+def main() -> None:
+    settings = HubSettings.from_env()
+    store = Store(settings.state / "progress.sqlite")
+    url = os.environ["JUPYTERHUB_SERVICE_URL"]
+    host_port = url.split("://", 1)[1].split("/", 1)[0]
+    host, port = host_port.rsplit(":", 1)
+    make_app(settings, store).listen(int(port), host)
+    ioloop.IOLoop.current().start()
+
+
+if __name__ == "__main__":
+    main()

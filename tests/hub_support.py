@@ -1,0 +1,228 @@
+"""A real JupyterHub for the tests: `python -m workshop.hub serve` on 127.0.0.1, participants
+logging in over HTTP, code run in their kernels. Users, cgroups and the share made here are
+removed here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import requests
+from tornado.websocket import websocket_connect
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Hub:
+    def __init__(self, state: Path, **settings):
+        self.prefix = f"t{uuid.uuid4().hex[:5]}-"
+        self.share = Path(f"/tmp/dlw-share-{uuid.uuid4().hex[:8]}")
+        self.state = state
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "HUB_STATE": str(state),
+            "HUB_SHARE": str(self.share),
+            "HUB_PORT": str(self.port),
+            "HUB_USER_PREFIX": self.prefix,
+            "HUB_GROUP": "workshop-test",
+            **{k.upper(): str(v) for k, v in settings.items()},
+        }
+        self.proc = None
+
+    def start(self, timeout: float = 180) -> Hub:
+        self.log = (self.state.parent / "serve.log").open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "workshop.hub", "serve"], cwd=ROOT, env=self.env,
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(f"{self.url}/hub/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the hub did not start: {self.output()}")
+            time.sleep(0.5)
+        passwords = json.loads((self.state / "passwords.json").read_text())
+        self.password, self.instructor_password = passwords["workshop"], passwords["instructor"]
+        return self
+
+    def output(self) -> str:
+        log = (self.state.parent / "serve.log").read_text()
+        hub = self.state / "hub.log"
+        return log + ("\n--- hub.log ---\n" + hub.read_text()[-6000:] if hub.exists() else "")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        subprocess.run(
+            [sys.executable, "-m", "workshop.hub", "remove-users"], env=self.env, cwd=ROOT,
+            capture_output=True,
+        )  # fmt: skip
+        for root in (
+            Path("/sys/fs/cgroup/memory/dl-workshop"),
+            Path("/sys/fs/cgroup/cpu/dl-workshop"),
+        ):
+            for group in root.glob(f"{self.prefix}*"):
+                with contextlib.suppress(OSError):
+                    group.rmdir()
+        shutil.rmtree(self.share, ignore_errors=True)
+
+    def unix(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    # --- a participant's browser, over HTTP ---------------------------------------------
+    def login(self, name: str, password: str | None = None) -> requests.Session:
+        """Log in through the login form; the session holds the hub's cookies."""
+        s = requests.Session()
+        s.get(f"{self.url}/hub/login", timeout=30)
+        s.post(
+            f"{self.url}/hub/login?next=",
+            data={"username": name, "password": password or self.password,
+                  "_xsrf": s.cookies.get("_xsrf", path="/hub/")},
+            timeout=60, allow_redirects=False,
+        )  # fmt: skip
+        s.name = name
+        return s
+
+    def logged_in(self, s: requests.Session) -> bool:
+        r = s.get(f"{self.url}/hub/home", timeout=30, allow_redirects=False)
+        return r.status_code == 200
+
+    def api(self, s: requests.Session, method: str, path: str, **kwargs):
+        headers = {"X-XSRFToken": s.cookies.get("_xsrf", path="/hub/") or ""}
+        return s.request(
+            method, f"{self.url}/hub/api/{path}", headers=headers, timeout=60, **kwargs
+        )
+
+    def token(self, s: requests.Session) -> str:
+        r = self.api(s, "POST", f"users/{s.name}/tokens", json={"note": "test"})
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def spawn(self, s: requests.Session) -> None:
+        r = self.api(s, "POST", f"users/{s.name}/server")
+        if r.status_code not in (201, 202, 400):  # 400: already running
+            r.raise_for_status()
+
+    def wait_ready(self, name: str, token: str, timeout: float = 120) -> float:
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            try:
+                r = requests.get(
+                    f"{self.url}/user/{name}/api/status",
+                    headers={"Authorization": f"token {token}"}, timeout=10,
+                )  # fmt: skip
+                if r.status_code == 200:
+                    return time.monotonic() - start
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{name}'s server did not answer in {timeout} s:\n{self.output()}")
+
+    def user_api(self, name: str, token: str, method: str, path: str, **kwargs):
+        return requests.request(
+            method, f"{self.url}/user/{name}/api/{path}",
+            headers={"Authorization": f"token {token}"}, timeout=60, **kwargs,
+        )  # fmt: skip
+
+    def run(self, name: str, token: str, code: str, timeout: float = 120) -> str:
+        """Run ``code`` in a new kernel of ``name``'s server; its output (errors as ERROR ...)."""
+        kernel = self.user_api(name, token, "POST", "kernels").json()
+        try:
+            ws = f"ws://127.0.0.1:{self.port}/user/{name}/api/kernels/{kernel['id']}/channels"
+            return asyncio.run(run_cell(ws, code, token, timeout))
+        finally:
+            self.user_api(name, token, "DELETE", f"kernels/{kernel['id']}")
+
+
+async def run_cell(ws_url: str, code: str, token: str | None = None, timeout: float = 60) -> str:
+    """Execute one cell over the kernel's websocket; stdout, stderr and errors as text."""
+    from tornado.httpclient import HTTPRequest
+
+    headers = {"Authorization": f"token {token}"} if token else {}
+    conn = await websocket_connect(HTTPRequest(ws_url, headers=headers))
+    msg_id = uuid.uuid4().hex
+    conn.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                   "session": uuid.uuid4().hex, "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False},
+    }))  # fmt: skip
+    out = []
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = await asyncio.wait_for(conn.read_message(), max(1, deadline - time.monotonic()))
+        if raw is None:
+            out.append("ERROR kernel connection closed")
+            return "".join(out)
+        msg = json.loads(raw)
+        state = msg.get("content", {}).get("execution_state")
+        if msg["msg_type"] == "status" and state in ("restarting", "dead"):
+            out.append(f"ERROR kernel {state}")
+            return "".join(out)
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append(f"ERROR {msg['content']['ename']}: {msg['content']['evalue']}")
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            conn.close()
+            return "".join(out)
+
+
+async def _start_busy(ws_url: str, code: str, token: str) -> None:
+    from tornado.httpclient import HTTPRequest
+
+    conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}))
+    msg_id = uuid.uuid4().hex
+    conn.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+                   "session": uuid.uuid4().hex, "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": code, "silent": False, "store_history": False,
+                    "user_expressions": {}, "allow_stdin": False},
+    }))  # fmt: skip
+    while True:  # until the kernel says it is busy with our cell
+        msg = json.loads(await asyncio.wait_for(conn.read_message(), 60))
+        if (
+            msg.get("parent_header", {}).get("msg_id") == msg_id
+            and msg["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "busy"
+        ):
+            conn.close()
+            return
+
+
+def start_busy(hub: Hub, name: str, token: str, code: str) -> str:
+    """Start ``code`` in a new kernel and leave it running (no output); the kernel id."""
+    kernel = hub.user_api(name, token, "POST", "kernels").json()
+    ws = f"ws://127.0.0.1:{hub.port}/user/{name}/api/kernels/{kernel['id']}/channels"
+    asyncio.run(_start_busy(ws, code, token))
+    return kernel["id"]

@@ -40,7 +40,9 @@ test: setup browser proxy
 proxy: node_modules/.bin/configurable-http-proxy
 
 node_modules/.bin/configurable-http-proxy: package.json package-lock.json
-	@command -v npm >/dev/null || { echo "make proxy needs Node.js and npm (apt-get install nodejs npm)"; exit 2; }
+	@command -v npm >/dev/null || { echo "installing Debian's Node.js and npm for the hub's proxy"; \
+	  sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq nodejs npm; }
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

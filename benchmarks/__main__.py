@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from benchmarks import app_latency, fcn_latency, mlp_bench, pipeline, training
+from benchmarks import app_latency, fcn_latency, hub_bench, mlp_bench, pipeline, training
 from benchmarks.common import environment, write_results
 
 SECTIONS = {
@@ -21,6 +21,7 @@ SECTIONS = {
     "training": training,
     "inference": fcn_latency,
     "app": app_latency,
+    "hub": hub_bench,
 }
 
 

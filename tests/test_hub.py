@@ -2,7 +2,7 @@
 servers as their own Unix users, cgroup limits, the culler, the progress and demo services.
 
 Everything listens on 127.0.0.1; the accounts, cgroups and shared folders made here are
-removed here (tests/hub_support.py). Needs root (CI runs as root).
+removed here (benchmarks/hub_room.py). Needs root (CI runs as root).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from hub_support import Hub, start_busy
 
+from benchmarks.hub_room import Hub, start_busy
 from workshop.hub import cgroups
 from workshop.hub.settings import parse_size
 

@@ -50,8 +50,6 @@ class HubSettings:
     hub_spawn_limit: int = 50  # servers starting at the same time (a room logging in at once)
     hub_start_timeout: int = 120  # seconds a server may take to start
     hub_demo: bool = True  # run the shared web demo at /services/demo/
-    demo_port: int = 0  # internal port of the shared demo's Streamlit (0 = pick a free one)
-    services_port: int = 0  # first internal port of the services (0 = pick free ones)
     extra: dict = field(default_factory=dict)  # anything else, for tests (not from the env)
 
     # --- derived -----------------------------------------------------------------------

@@ -178,7 +178,9 @@ class WorkshopSpawner(LocalProcessSpawner):
         if gpu is not None:
             # one GPU per participant, and a share of its memory (workshop.engine applies it)
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-            env["WORKSHOP_GPU_MEMORY_FRACTION"] = f"{1 / s.hub_gpu_share:.4f}"
+            fraction = f"{1 / s.hub_gpu_share:.4f}"
+            env["WORKSHOP_GPU_MEMORY_FRACTION"] = fraction
+            env["PYTORCH_CUDA_ALLOC_CONF"] = f"per_process_memory_fraction:{fraction}"
         return env
 
     async def start(self):

@@ -1,6 +1,6 @@
-"""A real JupyterHub for the tests: `python -m workshop.hub serve` on 127.0.0.1, participants
-logging in over HTTP, code run in their kernels. Users, cgroups and the share made here are
-removed here."""
+"""A real JupyterHub for the tests and the benchmark: `python -m workshop.hub serve` on
+127.0.0.1, participants logging in over HTTP, code run in their kernels. The accounts,
+cgroups and shared folder a `Hub` makes are removed by its `stop()`."""
 
 from __future__ import annotations
 

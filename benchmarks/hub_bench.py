@@ -1,0 +1,138 @@
+"""The hosted workshop under a room: participants logging in at once, and the shared demo.
+
+A real hub (`python -m workshop.hub serve`, loopback only) with the instructor's exported
+models in its share. Logins: N participants log in through the login form at the same
+moment and start their servers; the time until every server answers, and each idle
+server's memory (the resident memory of the participant's processes). Demo: N sessions
+upload a 1920x1080 photo through /services/demo/ (the hub's login in front) at once,
+driven by a headless Streamlit client; p50/p95 latency and the demo server's peak memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+
+from benchmarks.hub_room import Hub
+
+ROOMS = (12, 30)
+DEMO_SESSIONS = 30
+
+
+def _rss_of(uid: int) -> int:
+    total = 0
+    for proc in psutil.process_iter(["uids", "memory_info"]):
+        try:
+            if proc.info["uids"] and proc.info["uids"].real == uid:
+                total += proc.info["memory_info"].rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+def room_logs_in(hub: Hub, n: int, tag: str) -> dict:
+    names = [f"{tag}{k:02d}" for k in range(n)]
+
+    def one(name: str) -> float:
+        s = hub.login(name)
+        token = hub.token(s)
+        hub.spawn(s)
+        hub.wait_ready(name, token, timeout=300)
+        return time.monotonic() - start
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(n) as pool:
+        ready = sorted(pool.map(one, names))
+    time.sleep(5)  # let the servers settle into idleness
+    rss = [_rss_of(pwd.getpwnam(hub.unix(name)).pw_uid) / 2**20 for name in names]
+    instructor = hub.login("instructor", hub.instructor_password)
+    for name in names:  # stop them so the next room starts from nothing
+        hub.api(instructor, "DELETE", f"users/{name}/server")
+    return {
+        "participants": n,
+        "all_ready_s": ready[-1],
+        "median_ready_s": statistics.median(ready),
+        "idle_server_mb": {"median": statistics.median(rss), "max": max(rss)},
+    }
+
+
+def demo_under_load(hub: Hub, sessions: int) -> dict:
+    import numpy as np
+
+    from benchmarks.streamlit_client import load_test
+    from models import synthetic
+
+    s = hub.login("viewer")
+    page = s.get(f"{hub.url}/services/demo/", timeout=60)
+    if page.status_code != 200:
+        return {"skipped": f"the demo answered {page.status_code}"}
+    cookies = "; ".join(f"{c.name}={c.value}" for c in s.cookies)
+    img, _ = synthetic.make_scene(1920, 1080, np.random.default_rng(7))
+    path = Path(tempfile.mkdtemp()) / "photo_1080p.jpg"
+    img.save(path, quality=90)
+    commands = {p: " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
+    demo = [p for p, cmd in commands.items() if "streamlit" in cmd and str(hub.share) in cmd]
+    result = asyncio.run(load_test(f"{hub.url}/services/demo/", path, sessions, cookies=cookies))
+    peaks = []
+    for p in demo:
+        status = Path(f"/proc/{p.pid}/status").read_text().splitlines()
+        peaks += [int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM")]
+    result["server_peak_mb"] = max(peaks) if peaks else None
+    return result
+
+
+def run() -> dict:
+    if os.geteuid() != 0:
+        return {"skipped": "the hub makes Unix users: run make bench as root"}
+    artifacts = Path(os.environ.get("ARTIFACTS", "artifacts"))
+    if not all((artifacts / m / "model.onnx").is_file() for m in ("alexnet", "detectnet")):
+        return {"skipped": f"no exported models in {artifacts}/: run `make demo` first"}
+    hub = Hub(Path(tempfile.mkdtemp()) / "state", hub_spawn_limit=50)
+    try:
+        started = time.monotonic()
+        hub.start()
+        out = {"hub_start_s": time.monotonic() - started, "rooms": []}
+        for n in ROOMS:
+            out["rooms"].append(room_logs_in(hub, n, f"r{n}p"))
+        out["demo"] = demo_under_load(hub, DEMO_SESSIONS)
+        return out
+    finally:
+        hub.stop()
+
+
+def table(result: dict) -> str:
+    if "skipped" in result:
+        return f"Hub: skipped ({result['skipped']})"
+    lines = [
+        f"Hosted workshop (hub up in {result['hub_start_s']:.1f} s, share included):", "",
+        "| participants logging in at once | all servers ready (s) | median (s) "
+        "| idle server MB (median / max) | goal |",
+        "| --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    for room in result["rooms"]:
+        mem = room["idle_server_mb"]
+        lines.append(
+            f"| {room['participants']} | {room['all_ready_s']:.1f} | {room['median_ready_s']:.1f} "
+            f"| {mem['median']:.0f} / {mem['max']:.0f} | 30 in <= 60 s, <= 150 MB |"
+        )
+    demo = result["demo"]
+    if "skipped" in demo:
+        lines += ["", f"Demo under the room: skipped ({demo['skipped']})"]
+    else:
+        lines += [
+            "", f"Shared demo, {demo['sessions']} sessions uploading a 1080p photo at once:", "",
+            "| answered | p50 (s) | p95 (s) | max (s) | server peak MB | goal |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| {demo['answered']}/{demo['sessions']} | {demo['p50_s']:.1f} | {demo['p95_s']:.1f} "
+            f"| {demo['max_s']:.1f} | {demo['server_peak_mb'] or 0:.0f} "
+            "| all, p95 <= 10 s, <= 2 GB |",
+        ]  # fmt: skip
+    return "\n".join(lines)

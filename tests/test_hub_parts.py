@@ -1,0 +1,274 @@
+"""The hosted workshop's parts without a hub: settings, refusals, cgroups, the share,
+fresh notebooks, recording results, the GPU share."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from workshop import checks
+from workshop.hub import __main__ as hub_cli
+from workshop.hub import cgroups
+from workshop.hub.environment import world_can
+from workshop.hub.progress import Store
+from workshop.hub.record import record
+from workshop.hub.settings import HubSettings, SettingsError, load_passwords, parse_size
+from workshop.hub.solutions import fresh
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HUB_PORT": "eighty"}, "HUB_PORT='eighty' is not a valid int"),
+        ({"HUB_PORT": "70000"}, "is not a port"),
+        ({"HUB_IP": "my-laptop"}, "is not an IP address"),
+        ({"HUB_MEM_LIMIT": "lots"}, "is not a size like 512M"),
+        ({"WORKSHOP_PASSWORD": "short"}, "at least 8 characters"),
+        ({"INSTRUCTOR_PASSWORD": "x" * 31}, "at least 32 characters"),
+        ({"INSTRUCTOR": "Root!"}, "must match"),
+        ({"HUB_SHARE": "relative/path"}, "absolute path"),
+        ({"HUB_CPU_LIMIT": "0"}, "positive number of CPUs"),
+    ],
+)
+def test_bad_settings_are_one_sentence(env, message):
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        HubSettings.from_env(env)
+
+
+def test_settings_round_trip_through_the_environment():
+    s = HubSettings.from_env({"HUB_PORT": "9000", "HUB_DEMO": "false", "HUB_CPU_LIMIT": "0.5"})
+    s.extra["ports"] = {"hub": 1}
+    again = HubSettings.from_env(s.to_env())
+    assert again == s and again.hub_demo is False and again.hub_cpu_limit == 0.5
+    assert parse_size("1.5G") == 3 * 2**29 and parse_size("512M") == 2**29
+    assert s.limits_for(s.instructor) == (parse_size("8G"), 2.0)
+    assert s.limits_for("alice") == (parse_size("3G"), 0.5)
+
+
+def test_passwords_are_generated_once_and_kept_private(tmp_path):
+    s = HubSettings(hub_state=str(tmp_path / "state"))
+    workshop, instructor, generated = load_passwords(s)
+    assert generated and len(workshop) >= 8 and len(instructor) >= 32 and workshop != instructor
+    assert stat.S_IMODE(os.stat(tmp_path / "state" / "passwords.json").st_mode) == 0o600
+    assert load_passwords(s) == (workshop, instructor, False)  # printed only the first time
+    chosen = HubSettings(hub_state=str(tmp_path / "state"), workshop_password="room-1234")
+    assert load_passwords(chosen)[0] == "room-1234"
+
+
+def _serve(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workshop.hub", "serve"], cwd=ROOT, capture_output=True,
+        text=True, timeout=120, env={**os.environ, **env},
+    )  # fmt: skip
+
+
+def test_mistakes_end_with_one_sentence_and_exit_2(tmp_path):
+    state = str(tmp_path / "state")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = [
+            ({"HUB_PORT": "eighty"}, "HUB_PORT='eighty' is not a valid int"),
+            ({"HUB_PORT": str(port)}, f"port {port} on 127.0.0.1 is taken"),
+        ]
+        if os.geteuid() == 0:
+            cases.append(({"HUB_EXTRA": json.dumps({"proxy": str(tmp_path / "no-proxy")})},
+                          "configurable-http-proxy is missing"))  # fmt: skip
+        for env, message in cases:
+            done = _serve({"HUB_STATE": state, **env})
+            assert done.returncode == 2, done.stderr
+            assert message in done.stderr and "Traceback" not in done.stderr + done.stdout
+            assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_not_root_is_refused(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setenv("HUB_STATE", str(tmp_path / "state"))
+    assert hub_cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "must run as root" in err and "sudo make hub" in err
+    assert not (tmp_path / "state").exists()  # nothing was made
+
+
+def test_world_can_sees_a_private_folder_on_the_way(tmp_path):
+    folder = tmp_path / "open"
+    folder.mkdir()
+    (folder / "f").write_text("x")
+    os.chmod(folder, 0o755)
+    os.chmod(folder / "f", 0o644)
+    for p in [tmp_path, *tmp_path.parents]:
+        if not os.stat(p).st_mode & stat.S_IXOTH:  # pytest's tmp folders are 0700
+            assert not world_can(folder / "f")
+            break
+    opened = Path("/tmp") / f"world-can-{os.getpid()}"
+    opened.mkdir(mode=0o755, exist_ok=True)
+    try:
+        (opened / "f").write_text("x")
+        os.chmod(opened / "f", 0o644)
+        assert world_can(opened / "f") and not world_can(opened / "f", execute=True)
+        os.chmod(opened, 0o700)
+        assert not world_can(opened / "f")
+    finally:
+        (opened / "f").unlink()
+        opened.rmdir()
+
+
+def test_fresh_puts_the_course_copy_back_and_keeps_the_participants(tmp_path):
+    course = tmp_path / "course" / "workshop" / "notebooks"
+    course.mkdir(parents=True)
+    for name in ("01_mlp_backprop", "02_fcn_alexnet"):
+        (course / f"{name}.ipynb").write_text(f"fresh {name}")
+    mine = tmp_path / "home"
+    mine.mkdir()
+    (mine / "02_fcn_alexnet.ipynb").write_text("my work")
+    (mine / "01_mlp_backprop.ipynb").write_text("my other work")
+    kept = fresh("02", mine, tmp_path / "course")
+    assert kept.read_text() == "my work"
+    assert (mine / "02_fcn_alexnet.ipynb").read_text() == "fresh 02_fcn_alexnet"
+    assert (mine / "01_mlp_backprop.ipynb").read_text() == "my other work"
+    with pytest.raises(SystemExit, match="matches 2"):
+        fresh("0", mine, tmp_path / "course")
+
+
+def test_cgroup_v2_layout_on_a_fake_tree(tmp_path, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("cgroups need root")
+    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    groups, why = cgroups.detect(tmp_path)
+    assert groups is not None and groups.version == 2, why
+    assert (tmp_path / "cgroup.subtree_control").read_text().strip() == "+memory +cpu"
+    groups.create("wsp-alice", parse_size("1G"), 0.5)
+    assert groups.limits("wsp-alice") == (2**30, 0.5)
+    assert (tmp_path / cgroups.PARENT / "wsp-alice" / "cpu.max").read_text() == "50000 100000\n"
+
+
+def test_cgroup_limits_on_this_machine():
+    groups, why = cgroups.detect()
+    if groups is None:
+        pytest.skip(f"no writable cgroups here: {why}")
+    name = f"test-{os.getpid()}"
+    try:
+        groups.create(name, parse_size("300M"), 0.25)
+        assert groups.limits(name) == (parse_size("300M"), 0.25)
+        hog = subprocess.run(
+            [sys.executable, "-c", "x = bytearray(600 * 2**20); x[::4096] = b'1' * len(x[::4096])"],
+            preexec_fn=lambda: groups.join(name), capture_output=True,
+        )  # fmt: skip
+        assert hog.returncode == -9  # the kernel's OOM killer, inside this group only
+        small = subprocess.run(
+            [sys.executable, "-c", "print(len(bytearray(50 * 2**20)))"],
+            preexec_fn=lambda: groups.join(name), capture_output=True, text=True,
+        )  # fmt: skip
+        assert small.stdout.strip() == str(50 * 2**20)
+    finally:
+        groups.remove(name)
+    assert not any(p.exists() for p in groups.group(name))
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    got: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Recorder.got.append((self.headers["Authorization"], body))
+        self.send_response(201)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def progress_server(monkeypatch):
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Recorder.got = []
+    monkeypatch.setenv(
+        "WORKSHOP_PROGRESS_URL", f"http://127.0.0.1:{server.server_port}/api/results"
+    )
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t0ken")
+    yield _Recorder.got
+    server.shutdown()
+
+
+def test_record_does_nothing_outside_the_hub(monkeypatch):
+    monkeypatch.delenv("WORKSHOP_PROGRESS_URL", raising=False)
+    assert record("cost", True) is False
+
+
+def test_checks_record_pass_and_the_named_mistake(progress_server):
+    from models import mlp
+
+    checks.check_sigmoid_gradient(mlp.sigmoid_gradient)
+    with pytest.raises(checks.ExerciseFailed):
+        checks.check_sigmoid_gradient(mlp.sigmoid)
+    with pytest.raises(NotImplementedError):
+        checks.check_backprop(lambda *a: (_ for _ in ()).throw(NotImplementedError("todo")))
+    checks.check_backprop(mlp.nn_cost_function)  # calls check_cost inside: one record
+    got = [(auth, b["exercise"], b["passed"], b["mistake"]) for auth, b in progress_server]
+    assert [g[:3] for g in got] == [
+        ("token t0ken", "sigmoid_gradient", True),
+        ("token t0ken", "sigmoid_gradient", False),
+        ("token t0ken", "backprop", False),
+        ("token t0ken", "backprop", True),
+    ]
+    assert "returned g(z) itself" in got[1][3]
+    assert "NotImplementedError" in got[2][3]
+    assert list(checks.EXERCISES) == ["sigmoid_gradient", "cost", "backprop"]
+
+
+def test_record_failure_never_breaks_the_check(monkeypatch, capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once we leave: nothing listens
+    monkeypatch.setenv("WORKSHOP_PROGRESS_URL", f"http://127.0.0.1:{port}/x")
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
+    from models import mlp
+
+    checks.check_sigmoid_gradient(mlp.sigmoid_gradient)
+    assert "could not be reached" in capsys.readouterr().out
+
+
+def test_store_keeps_the_latest_result_and_counts_attempts(tmp_path):
+    store = Store(tmp_path / "p.sqlite")
+    store.add("bob", "cost", False, "bias regularized", at=1)
+    store.add("bob", "cost", True, "", at=2)
+    store.add("amy", "cost", False, "not divided by m", at=3)
+    rows = {(r["participant"], r["exercise"]): r for r in store.latest()}
+    assert rows[("bob", "cost")]["passed"] == 1 and rows[("bob", "cost")]["attempts"] == 2
+    assert rows[("amy", "cost")]["mistake"] == "not divided by m"
+
+
+@pytest.mark.gpu
+def test_a_participant_process_gets_only_its_share_of_the_gpu():
+    code = (
+        "import torch\n"
+        "from workshop.engine import apply_gpu_share, pick_device\n"
+        "d = pick_device('cuda'); apply_gpu_share(d)\n"
+        "total = torch.cuda.get_device_properties(d).total_memory\n"
+        "small = torch.empty(int(total * 0.05), dtype=torch.uint8, device=d)\n"
+        "try:\n"
+        "    torch.empty(int(total * 0.5), dtype=torch.uint8, device=d)\n"
+        "    print('took half')\n"
+        "except torch.OutOfMemoryError:\n"
+        "    print('refused')\n"
+    )
+    env = {**os.environ, "WORKSHOP_GPU_MEMORY_FRACTION": "0.25"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.strip() == "refused", done.stderr
+    env = {**os.environ, "PYTORCH_CUDA_ALLOC_CONF": "per_process_memory_fraction:0.25"}
+    code = code.replace("apply_gpu_share(d)", "pass")  # the allocator alone, as in notebooks
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.stdout.strip() == "refused", done.stderr

@@ -160,8 +160,8 @@ class Hub:
             self.user_api(name, token, "DELETE", f"kernels/{kernel['id']}")
 
 
-async def run_cell(ws_url: str, code: str, token: str | None = None, timeout: float = 60) -> str:
-    """Execute one cell over the kernel's websocket; stdout, stderr and errors as text."""
+async def _execute(ws_url: str, code: str, token: str | None):
+    """Open the kernel's websocket and send one execute request; (connection, msg_id)."""
     from tornado.httpclient import HTTPRequest
 
     headers = {"Authorization": f"token {token}"} if token else {}
@@ -174,6 +174,12 @@ async def run_cell(ws_url: str, code: str, token: str | None = None, timeout: fl
         "content": {"code": code, "silent": False, "store_history": False,
                     "user_expressions": {}, "allow_stdin": False},
     }))  # fmt: skip
+    return conn, msg_id
+
+
+async def run_cell(ws_url: str, code: str, token: str | None = None, timeout: float = 60) -> str:
+    """Execute one cell over the kernel's websocket; stdout, stderr and errors as text."""
+    conn, msg_id = await _execute(ws_url, code, token)
     out = []
     deadline = time.monotonic() + timeout
     while True:
@@ -192,30 +198,17 @@ async def run_cell(ws_url: str, code: str, token: str | None = None, timeout: fl
             out.append(msg["content"]["text"])
         elif msg["msg_type"] == "error":
             out.append(f"ERROR {msg['content']['ename']}: {msg['content']['evalue']}")
-        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+        elif msg["msg_type"] == "status" and state == "idle":
             conn.close()
             return "".join(out)
 
 
 async def _start_busy(ws_url: str, code: str, token: str) -> None:
-    from tornado.httpclient import HTTPRequest
-
-    conn = await websocket_connect(HTTPRequest(ws_url, headers={"Authorization": f"token {token}"}))
-    msg_id = uuid.uuid4().hex
-    conn.write_message(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                   "session": uuid.uuid4().hex, "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": False,
-                    "user_expressions": {}, "allow_stdin": False},
-    }))  # fmt: skip
+    conn, msg_id = await _execute(ws_url, code, token)
     while True:  # until the kernel says it is busy with our cell
         msg = json.loads(await asyncio.wait_for(conn.read_message(), 60))
-        if (
-            msg.get("parent_header", {}).get("msg_id") == msg_id
-            and msg["msg_type"] == "status"
-            and msg["content"]["execution_state"] == "busy"
-        ):
+        mine = msg.get("parent_header", {}).get("msg_id") == msg_id
+        if mine and msg["msg_type"] == "status" and msg["content"]["execution_state"] == "busy":
             conn.close()
             return
 

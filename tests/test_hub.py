@@ -262,17 +262,21 @@ def test_memory_limit_stops_one_kernel_and_spares_the_others(hub, room):
     assert hub.user_api("alice", alice, "GET", "status").status_code == 200  # the server lives on
 
 
-def test_participants_cannot_read_the_hub_state(hub, room):
+def test_participants_cannot_read_the_hub_state_nor_change_the_share(hub, room):
     _, token = room["alice"]
-    out = hub.run("alice", token, f"import os; print(os.access({str(hub.state)!r}, os.R_OK))")
-    assert out.strip() == "False"
+    out = hub.run("alice", token, (
+        "import os\n"
+        f"print(os.access({str(hub.state)!r}, os.R_OK), os.access({str(hub.share)!r}, os.W_OK),"
+        f" os.access({str(hub.share / 'course' / 'models')!r}, os.W_OK))"
+    ))  # fmt: skip
+    assert out.split() == ["False", "False", "False"]
 
 
 @pytest.fixture(scope="module")
 def culling_hub(tmp_path_factory):
     hub = Hub(
         tmp_path_factory.mktemp("cull") / "state",
-        hub_idle_timeout=20, hub_cull_every=5, hub_activity_interval=5, hub_demo="false",
+        hub_idle_timeout=30, hub_cull_every=5, hub_activity_interval=5, hub_demo="false",
     )  # fmt: skip
     try:
         yield hub.start()
@@ -297,7 +301,7 @@ def test_the_culler_stops_idle_servers_and_spares_busy_ones(culling_hub):
     while running("idle") and time.monotonic() < deadline:
         time.sleep(2)
     assert not running("idle"), "the idle server was not culled"
-    time.sleep(25)  # more than the idle timeout again
+    time.sleep(35)  # more than the idle timeout again
     assert running("busy"), hub.output()
 
 

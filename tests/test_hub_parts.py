@@ -272,3 +272,20 @@ def test_a_participant_process_gets_only_its_share_of_the_gpu():
     code = code.replace("apply_gpu_share(d)", "pass")  # the allocator alone, as in notebooks
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.stdout.strip() == "refused", done.stderr
+
+
+def test_notebooks_use_the_instructors_models_until_the_participant_trains(tmp_path, monkeypatch):
+    from workshop.engine import trained_artifacts
+
+    own, shared = tmp_path / "own", tmp_path / "shared"
+    monkeypatch.setenv("ARTIFACTS", str(own))
+    monkeypatch.delenv("WORKSHOP_SHARED_ARTIFACTS", raising=False)
+    assert trained_artifacts("alexnet") == own / "alexnet"  # outside the hub: one's own
+    monkeypatch.setenv("WORKSHOP_SHARED_ARTIFACTS", str(shared))
+    assert trained_artifacts("alexnet") == own / "alexnet"  # nothing shared yet
+    (shared / "alexnet").mkdir(parents=True)
+    (shared / "alexnet" / "checkpoint.pt").write_bytes(b"x")
+    assert trained_artifacts("alexnet") == shared / "alexnet"
+    (own / "alexnet").mkdir(parents=True)
+    (own / "alexnet" / "checkpoint.pt").write_bytes(b"x")
+    assert trained_artifacts("alexnet") == own / "alexnet"  # once trained, one's own

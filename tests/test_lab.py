@@ -11,8 +11,8 @@ import urllib.request
 import uuid
 
 import pytest
-from tornado.websocket import websocket_connect
 
+from benchmarks.hub_room import run_cell
 from workshop.lab import lab_command
 
 TOKEN = uuid.uuid4().hex
@@ -52,46 +52,6 @@ def lab(tmp_path_factory):
     yield base
     proc.terminate()
     proc.wait(timeout=30)
-
-
-async def run_cell(ws_url: str, code: str) -> str:
-    conn = await websocket_connect(ws_url)
-    msg_id = uuid.uuid4().hex
-    conn.write_message(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "msg_type": "execute_request",
-                    "username": "test",
-                    "session": uuid.uuid4().hex,
-                    "version": "5.3",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "channel": "shell",
-                "content": {
-                    "code": code,
-                    "silent": False,
-                    "store_history": False,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                },
-            }
-        )
-    )
-    out = []
-    while True:
-        msg = json.loads(await asyncio.wait_for(conn.read_message(), 60))
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            out.append("ERROR " + msg["content"]["ename"])
-        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            conn.close()
-            return "".join(out)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from tornado.ioloop import PeriodicCallback
 
-CHECK_EVERY_S = 10
+CHECK_EVERY_S = 5
 KEY = "workshop_busy_kernels_last_activity"
 
 

@@ -54,8 +54,15 @@ def room_logs_in(hub: Hub, n: int, tag: str) -> dict:
     time.sleep(5)  # let the servers settle into idleness
     rss = [_rss_of(pwd.getpwnam(hub.unix(name)).pw_uid) / 2**20 for name in names]
     instructor = hub.login("instructor", hub.instructor_password)
-    for name in names:  # stop them so the next room starts from nothing
+    for name in names:  # stop them so the next measurement starts from a quiet machine
         hub.api(instructor, "DELETE", f"users/{name}/server")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        users = hub.api(instructor, "GET", "users").json()
+        if not any(u["servers"] for u in users if u["name"] in names):
+            break
+        time.sleep(1)
+    time.sleep(5)
     return {
         "participants": n,
         "all_ready_s": ready[-1],

@@ -5,7 +5,6 @@ cgroups and shared folder a `Hub` makes are removed by its `stop()`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import requests
 from tornado.websocket import websocket_connect
+
+from workshop.hub import cgroups
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,13 +84,12 @@ class Hub:
             [sys.executable, "-m", "workshop.hub", "remove-users"], env=self.env, cwd=ROOT,
             capture_output=True,
         )  # fmt: skip
-        for root in (
-            Path("/sys/fs/cgroup/memory/dl-workshop"),
-            Path("/sys/fs/cgroup/cpu/dl-workshop"),
-        ):
-            for group in root.glob(f"{self.prefix}*"):
-                with contextlib.suppress(OSError):
-                    group.rmdir()
+        groups, _ = cgroups.detect()
+        if groups is not None:
+            for name in {p.name for g in groups.group("") for p in g.glob(f"{self.prefix}*")}:
+                groups.remove(name)
+            groups.remove_parent()
+        subprocess.run(["groupdel", self.env["HUB_GROUP"]], capture_output=True)  # if empty
         shutil.rmtree(self.share, ignore_errors=True)
 
     def unix(self, name: str) -> str:

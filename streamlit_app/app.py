@@ -41,16 +41,19 @@ def artifacts() -> Path:
 def load_predictor(path: str, mtime: float) -> Predictor:
     """One onnxruntime session per model file (and version of it) per process.
 
-    onnxruntime's memory arena keeps its largest buffers for reuse: 0.04 s less per
-    1080p FCN run. Its size follows the runs that happen at once, which `model_gate`
-    bounds, so a room uploading together does not make it grow without end.
+    One thread per run: `model_gate` runs one model per core at a time, and more
+    threads than cores made onnxruntime's spinning workers fight (30 sessions uploading
+    1080p photos at once on 2 cores: p95 11.1 s with a thread per core per run, 9.2 s
+    with one). onnxruntime's memory arena keeps its largest buffers for reuse (0.04 s
+    less per 1080p FCN run); its size follows the runs that happen at once, which the
+    gate bounds.
     """
-    return Predictor(path, memory_arena=True)
+    return Predictor(path, memory_arena=True, threads=1)
 
 
 @st.cache_resource(show_spinner=False)
 def model_gate() -> threading.BoundedSemaphore:
-    """At most one model run per core at a time, for the whole server.
+    """At most one model run (or full-size render) per core at a time, for the server.
 
     A room uploading at once would otherwise run every network and its full-size
     buffers side by side: no faster (the cores are busy either way), several times the
@@ -60,11 +63,18 @@ def model_gate() -> threading.BoundedSemaphore:
     return threading.BoundedSemaphore(os.cpu_count() or 2)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_resource(show_spinner=False, max_entries=64)
 def run_model(path: str, mtime: float, digest: str, _data: bytes) -> Output:
-    """Model outputs for one image; keyed on the model file and the image's SHA-256."""
+    """Model outputs for one image; keyed on the model file and the image's SHA-256.
+
+    One read-only copy serves every session that shows this image (a data cache would
+    keep a pickled copy besides, and hand each session another: 1080p is 6 MB).
+    """
     with model_gate():
-        return load_predictor(path, mtime).infer(_data)
+        out = load_predictor(path, mtime).infer(_data)
+    for array in (out.image, *out.maps.values()):
+        array.setflags(write=False)
+    return out
 
 
 def model_label(path: Path, predictor: Predictor) -> str:
@@ -93,12 +103,15 @@ def show_fcn(p: Predictor, out: Output, key: str) -> None:
         default = next((t["class"] for t in top if t["class"] != "background"), top[0]["class"])
         cls = st.selectbox("Class", p.classes, index=p.classes.index(default), key=f"{key}-class")
         opacity = st.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key=f"{key}-opacity")
+    reduce = p.preview_reduction(out)
     with model_gate():  # full-size float buffers: one render per core at a time
-        overlay = p.heatmap(out, cls, opacity=opacity)
-        shown = jpeg_bytes(overlay)
+        shown = jpeg_bytes(p.heatmap(out, cls, opacity=opacity, reduce=reduce))
+    half = " (preview at half size; the download is full size)" if reduce > 1 else ""
     with left:
-        st.image(shown, caption=f"P({cls}) per 224 window, 32 px apart", width="stretch")
-        st.download_button("Download overlay (PNG)", lambda: png_bytes(overlay),
+        st.image(shown, caption=f"P({cls}) per 224 window, 32 px apart{half}", width="stretch")
+        # made on click, so a session does not hold a full-size picture per model
+        full = lambda: png_bytes(p.heatmap(out, cls, opacity=opacity))  # noqa: E731
+        st.download_button("Download overlay (PNG)", full,
                            file_name=f"heatmap_{cls}.png", mime="image/png", key=f"{key}-dl",
                            on_click="ignore")  # fmt: skip
 
@@ -114,8 +127,7 @@ def show_detector(p: Predictor, out: Output, key: str) -> None:
         shown = st.multiselect("Classes", p.classes, default=p.classes, key=f"{key}-classes")
     with model_gate():
         dets = p.detections(out, threshold=threshold, iou=iou, classes=shown)
-        drawn = p.draw(out, dets)
-        picture = jpeg_bytes(drawn)
+        picture = jpeg_bytes(p.draw(out, dets, reduce=p.preview_reduction(out)))
     with left:
         st.image(
             picture,
@@ -133,7 +145,7 @@ def show_detector(p: Predictor, out: Output, key: str) -> None:
         st.download_button("Download detections (COCO JSON)", coco, key=f"{key}-json",
                            file_name="detections.json", mime="application/json",
                            on_click="ignore")  # fmt: skip
-        st.download_button("Download picture (PNG)", lambda: png_bytes(drawn),
+        st.download_button("Download picture (PNG)", lambda: png_bytes(p.draw(out, dets)),
                            file_name="detections.png", mime="image/png", key=f"{key}-png",
                            on_click="ignore")  # fmt: skip
 

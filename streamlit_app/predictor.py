@@ -35,6 +35,7 @@ from models import heatmap
 from models.imageio import MAX_SIDE, BadImage, cap_side, open_rgb, to_rgb
 
 MIN_SIDE = 32  # smaller images are padded to this (the FCN pads 96 more inside its graph)
+PREVIEW_WIDTH = 1280  # wider results are shown at half size (downloads stay full size)
 
 
 class PredictorError(ValueError):
@@ -220,11 +221,28 @@ class Predictor:
         return heatmap.place_map(values, out.image.shape[:2], int(self.meta["offset"]),
                                  int(self.meta["window"]), int(self.meta["stride"]))  # fmt: skip
 
-    def heatmap(self, out: Output, cls, opacity: float = 0.6) -> np.ndarray:
-        """The class heatmap blended over the image: RGB uint8, the image's size."""
-        return heatmap.overlay_cells(out.image, self._class_probabilities(out, cls),
-                                     int(self.meta["offset"]), int(self.meta["window"]),
-                                     int(self.meta["stride"]), alpha=opacity)  # fmt: skip
+    def preview_reduction(self, out: Output) -> int:
+        """2 for an image wider than PREVIEW_WIDTH (a page shows it at about that size: a
+        quarter of the pixels to blend, draw and encode), else 1. The FCN's grid must
+        halve exactly; downloads stay full size."""
+        if out.image.shape[1] <= PREVIEW_WIDTH:
+            return 1
+        grid = ("offset", "window", "stride") if self.kind == "fcn" else ()
+        return 1 if any(int(self.meta[k]) % 2 for k in grid) else 2
+
+    @staticmethod
+    def _reduced(out: Output, reduce: int) -> np.ndarray:
+        return out.image if reduce == 1 else np.asarray(Image.fromarray(out.image).reduce(reduce))
+
+    def heatmap(self, out: Output, cls, opacity: float = 0.6, reduce: int = 1) -> np.ndarray:
+        """The class heatmap blended over the image: RGB uint8, the image's size (divided by
+        ``reduce``, the cells' geometry with it)."""
+        offset, window, stride = (int(self.meta[k]) for k in ("offset", "window", "stride"))
+        if any(v % reduce for v in (offset, window, stride)):
+            raise ValueError(f"the {stride} px grid cannot be drawn at 1/{reduce} size")
+        values = self._class_probabilities(out, cls)
+        return heatmap.overlay_cells(self._reduced(out, reduce), values, offset // reduce,
+                                     window // reduce, stride // reduce, alpha=opacity)  # fmt: skip
 
     def detections(self, out: Output, *, threshold: float | None = None, iou: float | None = None,
                    classes=None) -> list[dict]:  # fmt: skip
@@ -251,11 +269,12 @@ class Predictor:
             for b, s, lab in zip(found, scores, labels)
         ]
 
-    def draw(self, out: Output, dets: list[dict]) -> np.ndarray:
-        """The image with the detections drawn (labels and scores)."""
+    def draw(self, out: Output, dets: list[dict], reduce: int = 1) -> np.ndarray:
+        """The image (divided by ``reduce``) with the detections drawn (labels and scores)."""
+        image = self._reduced(out, reduce)
         if not dets:
-            return out.image.copy()
-        return box_ops.draw_detections(out.image, [d["box"] for d in dets],
+            return image.copy()
+        return box_ops.draw_detections(image, [[v / reduce for v in d["box"]] for d in dets],
                                        [d["label"] for d in dets], self.classes,
                                        [d["score"] for d in dets])  # fmt: skip
 

@@ -175,6 +175,7 @@ def test_cgroup_limits_on_this_machine():
     finally:
         groups.remove(name)
     assert not any(p.exists() for p in groups.group(name))
+    groups.remove_parent()
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):

@@ -203,3 +203,29 @@ def test_cuda_provider_is_used_when_a_gpu_is_present(models):
     out = p.infer(scene(1080, 1920))
     cpu = Predictor(models["alexnet"], device="cpu").infer(scene(1080, 1920))
     np.testing.assert_allclose(out.maps["probabilities"], cpu.maps["probabilities"], atol=1e-3)
+
+
+def test_half_size_previews_match_the_full_size_pictures_shrunk(models):
+    """What the page shows of a wide image: the full-size overlay and drawing, halved."""
+    image = scene(1080, 1920, seed=3)
+    fcn, det = Predictor(models["alexnet"]), Predictor(models["detectnet"])
+    out = fcn.infer(image)
+    assert (
+        fcn.preview_reduction(out) == 2 and fcn.preview_reduction(fcn.infer(image[:, :1200])) == 1
+    )
+    half = fcn.heatmap(out, fcn.classes[0], opacity=0.8, reduce=2)
+    full = np.asarray(Image.fromarray(fcn.heatmap(out, fcn.classes[0], opacity=0.8)).reduce(2))
+    assert half.shape == full.shape == (540, 960, 3)
+    diff = np.abs(half.astype(int) - full)
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 3  # cells where they belong
+    out = det.infer(image)
+    box = [100.0, 200.0, 700.0, 600.0]
+    drawn = det.draw(
+        out, [{"class": det.classes[0], "label": 0, "score": 0.9, "box": box}], reduce=2
+    )
+    plain = np.asarray(Image.fromarray(out.image).reduce(2))
+    assert drawn.shape == plain.shape == (540, 960, 3)
+    changed = np.abs(drawn.astype(int) - plain).sum(-1) > 0
+    top, left = changed[98:103, 60:340].any(0), changed[110:290, 48:53].any(1)
+    assert top.mean() > 0.9 and left.mean() > 0.9  # the outline at the halved coordinates
+    assert not changed[400:, 400:].any()  # nothing drawn far outside it

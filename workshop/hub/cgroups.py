@@ -9,6 +9,7 @@ allocates too much is stopped by the kernel's OOM killer in that cgroup only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,12 @@ class Cgroups:
                 pass
             except OSError:
                 pass  # still has processes: the next stop or the next start reuses it
+
+    def remove_parent(self) -> None:
+        """Remove the ``dl-workshop`` parent once no participant group is left in it."""
+        for path in {self.memory, self.cpu}:
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
     def limits(self, name: str) -> tuple[int, float]:
         """(memory bytes, CPUs) as the kernel holds them."""

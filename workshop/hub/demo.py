@@ -146,6 +146,8 @@ def main() -> None:
     host, port = service.rsplit(":", 1)
     backend_port = int(os.environ["DEMO_PORT"])
     streamlit = start_streamlit(prefix, backend_port, os.environ["ARTIFACTS"])
+    # tornado's default of 10 requests at a time would queue a room's uploads here
+    httpclient.AsyncHTTPClient.configure(None, max_clients=256)
     app = web.Application(
         [
             (prefix + "oauth_callback", HubOAuthCallbackHandler),

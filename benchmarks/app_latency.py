@@ -46,16 +46,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(artifacts, log=subprocess.DEVNULL):
-    """`streamlit run streamlit_app/app.py` on a free port; yields (url, process)."""
+def app_server(artifacts, log=subprocess.DEVNULL, *, base: str = "", args: tuple = ()):
+    """`streamlit run streamlit_app/app.py` on a free port (under the path ``base``, e.g.
+    "/services/demo", with any extra ``args``); yields (url, process), url ending in base."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app" / "app.py"),
          "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"],
+         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
+         *([f"--server.baseUrlPath={base}"] if base else []), *args],
         cwd=ROOT, env={**os.environ, "ARTIFACTS": str(artifacts)}, stdout=log, stderr=log,
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}{base}"
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import zlib
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -63,3 +64,15 @@ def awkward_images() -> dict[str, tuple[str, bytes, str | None]]:
         "tiny": ("tiny.png", encode(rgb.resize((6, 5)), "PNG"), None),
         "huge": ("huge.jpg", encode(huge, "JPEG", quality=80), None),
     }
+
+
+def exported_models(root: Path) -> Path:
+    """The test checkpoints (test_export.make_checkpoints) exported to ONNX under ``root``."""
+    from test_export import make_checkpoints
+
+    from exporters.onnx_export import export
+
+    root = make_checkpoints(root)
+    for name in ("alexnet", "detectnet", "mlp"):
+        export(root / name / "checkpoint.pt")
+    return root

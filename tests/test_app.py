@@ -3,12 +3,10 @@
 from pathlib import Path
 
 import pytest
-from app_fixtures import awkward_images, encode, scene_1080p
+from app_fixtures import awkward_images, encode, exported_models, scene_1080p
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-from test_export import make_checkpoints
 
-from exporters.onnx_export import export
 from streamlit_app.predictor import Predictor
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
@@ -17,9 +15,7 @@ AWKWARD = awkward_images()
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
-    root = make_checkpoints(tmp_path_factory.mktemp("artifacts"))
-    for name in ("alexnet", "detectnet", "mlp"):
-        export(root / name / "checkpoint.pt")
+    root = exported_models(tmp_path_factory.mktemp("artifacts"))
     return root
 
 

@@ -11,8 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from app_fixtures import awkward_images, scene_1080p
-from test_export import make_checkpoints
+from app_fixtures import awkward_images, exported_models, scene_1080p
 
 from benchmarks.app_latency import (
     CHROMIUM,
@@ -23,7 +22,6 @@ from benchmarks.app_latency import (
     open_page,
     upload_and_wait,
 )
-from exporters.onnx_export import export
 
 SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
 
@@ -33,9 +31,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app on the exported test models; yields (url, pid)."""
-    root = make_checkpoints(tmp_path_factory.mktemp("artifacts"))
-    for name in ("alexnet", "detectnet", "mlp"):
-        export(root / name / "checkpoint.pt")
+    root = exported_models(tmp_path_factory.mktemp("artifacts"))
     log_path = tmp_path_factory.mktemp("log") / "streamlit.log"
     with open(log_path, "w") as log, app_server(root, log=log) as (url, proc):
         yield url, proc.pid

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from app_fixtures import awkward_images, scene_1080p
+from app_fixtures import awkward_images, exported_models, scene_1080p
 from PIL import Image
-from test_export import make_checkpoints
 
-from benchmarks.app_latency import ROOT, app_server, free_port
+from benchmarks.app_latency import app_server, free_port
 from benchmarks.streamlit_client import (
     StreamlitSession,
     load_test,
@@ -32,7 +26,6 @@ from benchmarks.streamlit_client import (
     unique_jpeg,
     upload_session,
 )
-from exporters.onnx_export import export
 from models import synthetic
 
 pytestmark = pytest.mark.slow
@@ -41,9 +34,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """The exported test models, made as tests/test_browser.py's `server` fixture makes them."""
-    root = make_checkpoints(tmp_path_factory.mktemp("artifacts"))
-    for name in ("alexnet", "detectnet", "mlp"):
-        export(root / name / "checkpoint.pt")
+    root = exported_models(tmp_path_factory.mktemp("artifacts"))
     return root
 
 
@@ -141,33 +132,13 @@ def test_unique_uploads_decode_to_the_same_picture(scene):
 @pytest.fixture(scope="module")
 def prefixed_server(artifacts, tmp_path_factory):
     """The app under a path prefix, as behind a proxy, with XSRF protection off."""
-    port = free_port()
     log_path = tmp_path_factory.mktemp("log") / "streamlit_prefixed.log"
-    base = f"http://127.0.0.1:{port}/services/demo/"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app" / "app.py"),
-             "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-             "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-             "--server.baseUrlPath=/services/demo", "--server.enableXsrfProtection=false"],
-            cwd=ROOT, env={**os.environ, "ARTIFACTS": str(artifacts)}, stdout=log, stderr=log,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{base}_stcore/health", timeout=2) as r:
-                        if r.read() == b"ok":
-                            break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("streamlit did not start")
-                time.sleep(0.3)
-            yield base
-        finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+    flags = ("--server.enableXsrfProtection=false",)
+    with (
+        open(log_path, "w") as log,
+        app_server(artifacts, log, base="/services/demo", args=flags) as (url, _),
+    ):
+        yield f"{url}/"
 
 
 class CookieProxy:

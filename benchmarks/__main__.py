@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from benchmarks import app_latency, fcn_latency, hub_bench, mlp_bench, pipeline, training
-from benchmarks.common import environment, write_results
+from benchmarks import app_latency, fcn_latency, gpu, hub_bench, mlp_bench, pipeline, training
+from benchmarks.common import RESULTS, environment, write_results
 
 SECTIONS = {
     "mlp": mlp_bench,
@@ -22,6 +23,7 @@ SECTIONS = {
     "inference": fcn_latency,
     "app": app_latency,
     "hub": hub_bench,
+    "gpu": gpu,
 }
 
 
@@ -29,20 +31,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {list(SECTIONS)}")
     parser.add_argument("--pipeline", action="store_true", help="also time the whole pipeline")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="gpu section: tiny sizes, on the CPU if no GPU")  # fmt: skip
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="folder for <device>.json (default benchmarks/results)")  # fmt: skip
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SECTIONS)
     unknown = sorted(set(names) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}; known: {list(SECTIONS)}")
     env = environment()
+    env["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"benchmarks on {env['device']} (torch {env['torch']}, {env['torch_threads']} threads, "
           f"onnxruntime {env['onnxruntime']})\n")  # fmt: skip
     results = {"environment": env}
     chosen = [(n, SECTIONS[n]) for n in names] + ([("pipeline", pipeline)] if args.pipeline else [])
     for name, section in chosen:
-        results[name] = section.run()
+        results[name] = (
+            section.run(dry_run=True) if name == "gpu" and args.dry_run else section.run()
+        )
         print(section.table(results[name]), "\n", flush=True)
-    print(f"results: {write_results(results)}")
+    print(f"results: {write_results(results, args.results)}")
     return 0
 
 

@@ -46,15 +46,28 @@ def environment() -> dict:
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
         "onnxruntime": onnxruntime.__version__,
         "python": platform.python_version(),
     }
 
 
-def write_results(results: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{results['environment']['device']}.json"
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def write_results(results: dict, folder: Path | None = None) -> Path:
+    folder = Path(folder or RESULTS)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{results['environment']['device']}.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     old.update(results)
     path.write_text(json.dumps(old, indent=2, sort_keys=True) + "\n")

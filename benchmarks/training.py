@@ -33,7 +33,14 @@ def _images_per_s(step, batch: int, steps: int, warmup: int, device) -> float:
     return batch * steps / (time.perf_counter() - start)
 
 
-def run(width: float | None = None, batch: int = 64, steps: int = 0, compile: bool | None = None):
+def run(
+    width: float | None = None,
+    batch: int = 64,
+    steps: int = 0,
+    compile: bool | None = None,
+    track_memory: bool = False,
+):
+    """Images/s of each path; with ``track_memory`` on CUDA also each path's peak MiB."""
     device = engine.pick_device("auto")
     cuda = device.type == "cuda"
     width = width or (1.0 if cuda else 0.25)
@@ -58,11 +65,20 @@ def run(width: float | None = None, batch: int = 64, steps: int = 0, compile: bo
 
     result = {"device": engine.describe_device(device), "width": width, "batch": batch,
               "steps": steps}  # fmt: skip
-    result["fp32_eager_reference"] = _images_per_s(plain_step, batch, steps, 2, device)
+    peaks = {}
+
+    def measure(key, fn):
+        if track_memory and cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        result[key] = fn()
+        if track_memory and cuda:
+            peaks[key] = torch.cuda.max_memory_allocated(device) / 2**20
+
+    measure("fp32_eager_reference", lambda: _images_per_s(plain_step, batch, steps, 2, device))
     # The memory format alone, same fixed batch: what channels_last buys without the data work.
     model = model.to(memory_format=torch.channels_last)
     x = x.contiguous(memory_format=torch.channels_last)
-    result["fp32_eager_channels_last"] = _images_per_s(plain_step, batch, steps, 2, device)
+    measure("fp32_eager_channels_last", lambda: _images_per_s(plain_step, batch, steps, 2, device))
 
     def engine_path(compiled: bool) -> float:
         m, raw = engine.prepare_model(alexnet(num_classes=4, width=width), device,
@@ -87,11 +103,13 @@ def run(width: float | None = None, batch: int = 64, steps: int = 0, compile: bo
                                        desc="bench")  # fmt: skip
         return stats["images_per_s"]
 
-    result["engine_channels_last"] = engine_path(False)
+    measure("engine_channels_last", lambda: engine_path(False))
     if compile:
-        result["engine_compiled"] = engine_path(True)
+        measure("engine_compiled", lambda: engine_path(True))
     best = max(v for k, v in result.items() if k.startswith("engine_"))
     result["engine_vs_reference"] = best / result["fp32_eager_reference"]
+    if peaks:
+        result["peak_mb"] = peaks
     return result
 
 

@@ -115,16 +115,17 @@ def mlp_on_device(device, size: dict) -> dict:
     from workshop.data.digits import load_dataset
     from workshop.train_mlp import MLPConfig, fit
 
-    out = {"cost_gradient": mlp_bench.cost_gradient(repeats=size["repeats"])}
+    cost_gradient, peak = peak_mb(lambda: mlp_bench.cost_gradient(repeats=size["repeats"]), device)
+    out = {"cost_gradient": {**cost_gradient, "peak_mb": peak}}
     data = load_dataset("digits")
     race = {}
     for steps in size["gd_steps"]:
         cfg = MLPConfig(optimizer="gd", maxiter=steps, device=device.type, backend="torch",
                         baselines=False)  # fmt: skip
         start = time.perf_counter()
-        result = fit(data, cfg, progress=False)
+        result, peak = peak_mb(lambda cfg=cfg: fit(data, cfg, progress=False), device)
         seconds = time.perf_counter() - start
-        race = {"steps": steps, "seconds": seconds, "device": device.type,
+        race = {"steps": steps, "seconds": seconds, "device": device.type, "peak_mb": peak,
                 "test_accuracy": result.history[-1]["test_accuracy"]}  # fmt: skip
         if race["test_accuracy"] >= mlp_bench.TARGET:
             break
@@ -176,8 +177,9 @@ def table(result: dict) -> str:
     for name, t in mlp["cost_gradient"]["rows"].items():
         lines.append(f"| {name} | {1e3 * t['median_s']:.2f} |")
     race = mlp["time_to_97_gd"]
-    lines.append(f"\ngradient descent on {race['device']}: {race['test_accuracy']:.1%} after "
-                 f"{race['steps']} steps in {race['seconds']:.2f} s")  # fmt: skip
+    lines.append(f"\npeak MiB: {_mb(mlp['cost_gradient']['peak_mb'])}; gradient descent on "
+                 f"{race['device']}: {race['test_accuracy']:.1%} after {race['steps']} steps in "
+                 f"{race['seconds']:.2f} s (peak MiB {_mb(race['peak_mb'])})")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import random
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -184,10 +185,20 @@ def start_run(cfg, model: str) -> Run:
 
 
 def end_run(raw_model: nn.Module, d: Dist) -> list[str]:
-    """After the last epoch: every rank's weights digest, then leave the process group."""
+    """After the last epoch: every rank's weights digest, then leave the process group.
+
+    A rank other than the main one has nothing left to do and ends here. It leaves without
+    the interpreter's teardown: gloo's worker threads can still be alive then, and their
+    destruction aborts the process now and again ("terminate called without an active
+    exception", SIGABRT), which made torchrun report a finished run as failed.
+    """
     digests = gather_digests(raw_model, d)
     if d.enabled:
         dist.destroy_process_group()
+        if not d.is_main:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     return digests
 
 

@@ -198,9 +198,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             engine.write_json(out / "history.json", {"history": history})
             engine.plot_history(history, out / "curves.png", title=f"AlexNet (width {width})")
     train_seconds = time.perf_counter() - started
-    digests = engine.end_run(raw, d)
-    if not d.is_main:
-        return None
+    digests = engine.end_run(raw, d)  # other ranks end here; the main one evaluates
 
     metrics = finish(raw, history, cfg, meta, model_args, out, scenes, device)
     metrics.update(

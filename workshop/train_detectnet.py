@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             engine.write_json(out / "history.json", {"history": history})
             plot_curves(history, out / "curves.png", title=f"DetectNet (width {width})")
     train_seconds = time.perf_counter() - started
-    digests = engine.end_run(raw, d)
-    if not d.is_main:
-        return None
+    digests = engine.end_run(raw, d)  # other ranks end here; the main one evaluates
 
     raw = raw.float().to(memory_format=torch.contiguous_format).eval()
     metrics, detections = evaluate_detector(raw, val, threshold=cfg.threshold, iou=cfg.cluster_iou,

@@ -34,16 +34,20 @@ from models.checkpoint import load_checkpoint, save_checkpoint
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU for "auto"; a named device must exist."""
+    """CUDA, then Apple MPS, then CPU for "auto"; a named device must exist. A CUDA device
+    is capped to this process's share of its memory in the hosted workshop."""
     if requested == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but CUDA is not available here")
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            device = torch.device("mps")
+        else:
+            device = torch.device("cpu")
+    else:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} requested but CUDA is not available here")
+    apply_gpu_share(device)
     return device
 
 
@@ -176,7 +180,6 @@ def start_run(cfg, model: str) -> Run:
     d = setup_distributed(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        apply_gpu_share(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     width = cfg.width or (1.0 if device.type == "cuda" else 0.25)
     out = Path(cfg.out_dir) if cfg.out_dir else artifacts_dir(model)

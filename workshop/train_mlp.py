@@ -38,13 +38,7 @@ from workshop import plots
 from workshop.cli import parse_config
 from workshop.data.digits import DigitsSplit, load_dataset
 from workshop.data.prepare import resolve
-from workshop.engine import (
-    apply_gpu_share,
-    artifacts_dir,
-    describe_device,
-    pick_device,
-    write_json,
-)
+from workshop.engine import artifacts_dir, describe_device, pick_device, write_json
 
 OPTIMIZERS = {"lbfgs": "L-BFGS-B", "cg": "CG", "gd": "gradient descent (momentum)"}
 DEFAULT_ITERATIONS = {"lbfgs": 100, "cg": 100, "gd": 1000}
@@ -123,7 +117,6 @@ def gradient_descent(cost: Callable, x0, *, iterations: int, learning_rate, mome
 def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=True) -> FitResult:
     """Train from random (or, to show why not, "zero") initial weights; record a history."""
     device = pick_device(cfg.device)
-    apply_gpu_share(device)
     backend = (
         cfg.backend if cfg.backend != "auto" else ("numpy" if device.type == "cpu" else "torch")
     )

@@ -267,3 +267,22 @@ def test_notebooks_use_the_instructors_models_until_the_participant_trains(tmp_p
     (own / "alexnet").mkdir(parents=True)
     (own / "alexnet" / "checkpoint.pt").write_bytes(b"x")
     assert trained_artifacts("alexnet") == own / "alexnet"  # once trained, one's own
+
+
+def test_the_instructors_outputs_are_copied_once_and_again_only_when_changed(tmp_path):
+    from workshop.hub.environment import copy_outputs
+
+    root, share = tmp_path / "checkout", tmp_path / "share"
+    (root / "data" / "synthetic").mkdir(parents=True)
+    (root / "data" / "synthetic" / "a.jpg").write_bytes(b"a")
+    (root / "artifacts" / "alexnet").mkdir(parents=True)
+    (root / "artifacts" / "alexnet" / "checkpoint.pt").write_bytes(b"c")
+    assert copy_outputs(share, root, root / "artifacts") == ["artifacts", "data"]
+    copied = share / "data" / "synthetic" / "a.jpg"
+    assert copied.read_bytes() == b"a" and stat.S_IMODE(copied.stat().st_mode) & 0o044 == 0o044
+    inode = copied.stat().st_ino
+    copy_outputs(share, root, root / "artifacts")
+    assert copied.stat().st_ino == inode  # nothing changed: not copied again
+    (root / "data" / "synthetic" / "b.jpg").write_bytes(b"b")
+    copy_outputs(share, root, root / "artifacts")
+    assert (share / "data" / "synthetic" / "b.jpg").read_bytes() == b"b"

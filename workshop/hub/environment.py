@@ -19,7 +19,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,8 +161,7 @@ def build_env(share: Path, python: Path, venv: Path | None = None) -> Path:
 
     Skipped when it was built from the same environment at the same install time."""
     venv = Path(venv or sys.prefix)
-    site = Path(sysconfig.get_paths()["purelib"]) if venv == Path(sys.prefix) else None
-    site = site or venv / "lib" / PY / "site-packages"
+    site = venv / "lib" / PY / "site-packages"
     env = share / "env"
     stamp_src = venv / ".installed"
     source = f"{venv} {python} {stamp_src.stat().st_mtime if stamp_src.exists() else 0}\n"
@@ -228,23 +226,26 @@ def copy_course(share: Path, root: Path = ROOT) -> Path:
 
 def copy_outputs(share: Path, root: Path = ROOT, artifacts: Path | None = None) -> list[str]:
     """share/artifacts and share/data from the instructor's `make demo` (copied once, then
-    only when the instructor's files are newer). Returns what is there."""
+    only when the instructor's files change). Returns what is there."""
     artifacts = Path(artifacts or os.environ.get("ARTIFACTS") or root / "artifacts")
     found = []
     for name, src in (("artifacts", artifacts), ("data", root / "data")):
-        dst = share / name
+        dst, stamp = share / name, share / f".{name}.source"
         if not src.is_dir():
             continue
-        newest = max((p.stat().st_mtime for p in src.rglob("*")), default=0)
-        if dst.is_dir() and dst.stat().st_mtime >= newest:
+        # what was copied: the newest modification time and the file count of the source
+        files = [p.stat().st_mtime for p in src.rglob("*")]
+        source = f"{src} {max(files, default=0)} {len(files)}\n"
+        if dst.is_dir() and stamp.is_file() and stamp.read_text() == source:
             found.append(name)
             continue
-        tmp = _fresh_dir(dst)
-        shutil.rmtree(tmp)
+        tmp = dst.with_name(name + ".new")
+        shutil.rmtree(tmp, ignore_errors=True)
         ignore = shutil.ignore_patterns("downloads", "raw", "*.partial", "*.tmp")
         shutil.copytree(src, tmp, ignore=ignore)  # a copy: the instructor's files keep their modes
         _open_up(tmp)
         _replace(tmp, dst)
+        stamp.write_text(source)
         found.append(name)
     return found
 

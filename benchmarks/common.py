@@ -26,6 +26,19 @@ def median_seconds(fn, *, repeats: int = 7, warmup: int = 2) -> dict:
             "repeats": repeats}  # fmt: skip
 
 
+def peak_gpu_mb(fn, device):
+    """(fn(), the peak GPU memory in MiB while it ran; None off CUDA)."""
+    import torch
+
+    if device.type != "cuda":
+        return fn(), None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    out = fn()
+    torch.cuda.synchronize(device)
+    return out, torch.cuda.max_memory_allocated(device) / 2**20
+
+
 def device_name() -> str:
     """'cpu-2-cores' or the GPU's name, as a file-name-safe slug."""
     import torch

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import mlp_bench, training
+from benchmarks.common import median_seconds, peak_gpu_mb
 from benchmarks.fcn_latency import count_flops
 from models.alexnet import alexnet
 from models.heatmap import MARGIN
@@ -37,33 +38,15 @@ DRY = {"width": 0.125, "batch": 4, "steps": 1, "image": (200, 264), "fcn_batch":
        "repeats": 1, "compile": False, "gd_steps": (5,)}  # fmt: skip
 
 
-def _sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def median_ms(fn, device, repeats: int) -> float:
+    """common.median_seconds, waiting for the GPU to finish each run."""
 
-
-def peak_mb(fn, device):
-    """(fn(), peak GPU memory in MiB during it; None on the CPU)."""
-    if device.type != "cuda":
-        return fn(), None
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
-    out = fn()
-    _sync(device)
-    return out, torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def median_ms(fn, device, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
+    def run():
         fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 1e3 * sorted(times)[len(times) // 2]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return 1e3 * median_seconds(run, repeats=repeats, warmup=3)["median_s"]
 
 
 def fcn_heatmap(device, size: dict) -> dict:
@@ -88,7 +71,7 @@ def fcn_heatmap(device, size: dict) -> dict:
                 with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                     return net(F.pad(normalize(x), (MARGIN,) * 4))
 
-            ms, peak = peak_mb(lambda run=run: median_ms(run, device, size["repeats"]), device)
+            ms, peak = peak_gpu_mb(lambda run=run: median_ms(run, device, size["repeats"]), device)
             row[f"{key}_ms"] = ms
             row[f"{key}_peak_mb"] = peak
         row["images_per_s_batched"] = 1e3 * size["fcn_batch"] / row["per_batch_ms"]
@@ -115,7 +98,9 @@ def mlp_on_device(device, size: dict) -> dict:
     from workshop.data.digits import load_dataset
     from workshop.train_mlp import MLPConfig, fit
 
-    cost_gradient, peak = peak_mb(lambda: mlp_bench.cost_gradient(repeats=size["repeats"]), device)
+    cost_gradient, peak = peak_gpu_mb(
+        lambda: mlp_bench.cost_gradient(repeats=size["repeats"]), device
+    )
     out = {"cost_gradient": {**cost_gradient, "peak_mb": peak}}
     data = load_dataset("digits")
     race = {}
@@ -123,7 +108,7 @@ def mlp_on_device(device, size: dict) -> dict:
         cfg = MLPConfig(optimizer="gd", maxiter=steps, device=device.type, backend="torch",
                         baselines=False)  # fmt: skip
         start = time.perf_counter()
-        result, peak = peak_mb(lambda cfg=cfg: fit(data, cfg, progress=False), device)
+        result, peak = peak_gpu_mb(lambda cfg=cfg: fit(data, cfg, progress=False), device)
         seconds = time.perf_counter() - start
         race = {"steps": steps, "seconds": seconds, "device": device.type, "peak_mb": peak,
                 "test_accuracy": result.history[-1]["test_accuracy"]}  # fmt: skip

@@ -15,6 +15,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import peak_gpu_mb
 from models.alexnet import alexnet
 from workshop import engine
 from workshop.data.images import make_batch, normalize
@@ -68,11 +69,9 @@ def run(
     peaks = {}
 
     def measure(key, fn):
-        if track_memory and cuda:
-            torch.cuda.reset_peak_memory_stats(device)
-        result[key] = fn()
-        if track_memory and cuda:
-            peaks[key] = torch.cuda.max_memory_allocated(device) / 2**20
+        result[key], peak = peak_gpu_mb(fn, device) if track_memory else (fn(), None)
+        if peak is not None:
+            peaks[key] = peak
 
     measure("fp32_eager_reference", lambda: _images_per_s(plain_step, batch, steps, 2, device))
     # The memory format alone, same fixed batch: what channels_last buys without the data work.

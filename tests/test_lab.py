@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,11 @@ import uuid
 
 import pytest
 
+from benchmarks.app_latency import free_port
 from benchmarks.hub_room import run_cell
 from workshop.lab import lab_command
 
 TOKEN = uuid.uuid4().hex
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(base, path, method="GET", token=TOKEN):

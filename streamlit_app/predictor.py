@@ -215,11 +215,16 @@ class Predictor:
         c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
         return out.maps["probabilities"][c]
 
+    def _grid(self, reduce: int = 1) -> tuple[int, int, int] | None:
+        """The FCN's (offset, window, stride) in pixels of the image at 1/``reduce`` size;
+        None when they do not divide exactly."""
+        grid = tuple(int(self.meta[k]) for k in ("offset", "window", "stride"))
+        return None if any(v % reduce for v in grid) else tuple(v // reduce for v in grid)
+
     def class_map(self, out: Output, cls) -> np.ndarray:
         """One class's probability map placed on the image: (H, W), NaN where no window centres."""
         values = self._class_probabilities(out, cls)
-        return heatmap.place_map(values, out.image.shape[:2], int(self.meta["offset"]),
-                                 int(self.meta["window"]), int(self.meta["stride"]))  # fmt: skip
+        return heatmap.place_map(values, out.image.shape[:2], *self._grid())
 
     def preview_reduction(self, out: Output) -> int:
         """2 for an image wider than PREVIEW_WIDTH (a page shows it at about that size: a
@@ -227,8 +232,7 @@ class Predictor:
         halve exactly; downloads stay full size."""
         if out.image.shape[1] <= PREVIEW_WIDTH:
             return 1
-        grid = ("offset", "window", "stride") if self.kind == "fcn" else ()
-        return 1 if any(int(self.meta[k]) % 2 for k in grid) else 2
+        return 2 if self.kind != "fcn" or self._grid(2) else 1
 
     @staticmethod
     def _reduced(out: Output, reduce: int) -> np.ndarray:
@@ -237,12 +241,11 @@ class Predictor:
     def heatmap(self, out: Output, cls, opacity: float = 0.6, reduce: int = 1) -> np.ndarray:
         """The class heatmap blended over the image: RGB uint8, the image's size (divided by
         ``reduce``, the cells' geometry with it)."""
-        offset, window, stride = (int(self.meta[k]) for k in ("offset", "window", "stride"))
-        if any(v % reduce for v in (offset, window, stride)):
-            raise ValueError(f"the {stride} px grid cannot be drawn at 1/{reduce} size")
+        grid = self._grid(reduce)
+        if grid is None:
+            raise ValueError(f"the FCN grid does not divide by {reduce}")
         values = self._class_probabilities(out, cls)
-        return heatmap.overlay_cells(self._reduced(out, reduce), values, offset // reduce,
-                                     window // reduce, stride // reduce, alpha=opacity)  # fmt: skip
+        return heatmap.overlay_cells(self._reduced(out, reduce), values, *grid, alpha=opacity)
 
     def detections(self, out: Output, *, threshold: float | None = None, iou: float | None = None,
                    classes=None) -> list[dict]:  # fmt: skip

@@ -31,10 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {list(SECTIONS)}")
     parser.add_argument("--pipeline", action="store_true", help="also time the whole pipeline")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="gpu section: tiny sizes, on the CPU if no GPU")  # fmt: skip
-    parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="folder for <device>.json (default benchmarks/results)")  # fmt: skip
+    parser.add_argument(
+        "--dry-run", action="store_true", help="gpu section: tiny sizes, on the CPU if no GPU"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="folder for <device>.json (default benchmarks/results)",
+    )
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(SECTIONS)
     unknown = sorted(set(names) - set(SECTIONS))
@@ -42,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections {unknown}; known: {list(SECTIONS)}")
     env = environment()
     env["command"] = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(f"benchmarks on {env['device']} (torch {env['torch']}, {env['torch_threads']} threads, "
-          f"onnxruntime {env['onnxruntime']})\n")  # fmt: skip
+    print(
+        f"benchmarks on {env['device']} (torch {env['torch']}, {env['torch_threads']} threads, "
+        f"onnxruntime {env['onnxruntime']})\n"
+    )
     results = {"environment": env}
     chosen = [(n, SECTIONS[n]) for n in names] + ([("pipeline", pipeline)] if args.pipeline else [])
     for name, section in chosen:

@@ -51,12 +51,25 @@ def app_server(artifacts, log=subprocess.DEVNULL, *, base: str = "", args: tuple
     "/services/demo", with any extra ``args``); yields (url, process), url ending in base."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app" / "app.py"),
-         "--server.headless=true", f"--server.port={port}", "--server.address=127.0.0.1",
-         "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
-         *([f"--server.baseUrlPath={base}"] if base else []), *args],
-        cwd=ROOT, env={**os.environ, "ARTIFACTS": str(artifacts)}, stdout=log, stderr=log,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(ROOT / "streamlit_app" / "app.py"),
+            "--server.headless=true",
+            f"--server.port={port}",
+            "--server.address=127.0.0.1",
+            "--browser.gatherUsageStats=false",
+            "--server.fileWatcherType=none",
+            *([f"--server.baseUrlPath={base}"] if base else []),
+            *args,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "ARTIFACTS": str(artifacts)},
+        stdout=log,
+        stderr=log,
+    )
     url = f"http://127.0.0.1:{port}{base}"
     try:
         deadline = time.monotonic() + 60
@@ -138,8 +151,9 @@ def run(repeats: int = 5) -> dict:
             page.keyboard.press("ArrowLeft" if k % 2 else "ArrowRight")
             page.wait_for_function(  # a new overlay, loaded
                 f"(old) => {{ const i = {first_image}; return i && i.src !== old && i.complete; }}",
-                arg=before, timeout=30_000,
-            )  # fmt: skip
+                arg=before,
+                timeout=30_000,
+            )
             if k:  # the first one warms up
                 sliders.append(time.perf_counter() - start)
             page.wait_for_selector(DONE, timeout=30_000)
@@ -155,9 +169,14 @@ def table(result: dict) -> str:
     if "skipped" in result:
         return f"App latency: skipped ({result['skipped']})"
     up, sl = result["upload_to_overlay"]["median_s"], result["slider_change"]["median_s"]
-    return "\n".join([
-        "Web app in a real browser (chromium), both image models on a 1920x1080 upload:", "",
-        "| step | median (s) | goal (s) |", "| --- | --- | --- |",
-        f"| upload to overlay | {up:.2f} | 1.5 |", f"| slider change | {sl:.2f} | 0.3 |",
-        f"| first upload (cold) | {result['first_upload_s']:.2f} | - |",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "Web app in a real browser (chromium), both image models on a 1920x1080 upload:",
+            "",
+            "| step | median (s) | goal (s) |",
+            "| --- | --- | --- |",
+            f"| upload to overlay | {up:.2f} | 1.5 |",
+            f"| slider change | {sl:.2f} | 0.3 |",
+            f"| first upload (cold) | {result['first_upload_s']:.2f} | - |",
+        ]
+    )

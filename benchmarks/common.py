@@ -22,8 +22,12 @@ def median_seconds(fn, *, repeats: int = 7, warmup: int = 2) -> dict:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "repeats": repeats}  # fmt: skip
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "repeats": repeats,
+    }
 
 
 def peak_gpu_mb(fn, device):

@@ -33,8 +33,11 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> float:
         elif isinstance(module, nn.Linear):
             macs.append(output.numel() * module.in_features)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.Conv2d | nn.Linear)]  # fmt: skip
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
     with torch.no_grad():
         model(x)
     for h in handles:
@@ -77,9 +80,15 @@ def _row(model, predictor, h, w, pad: int, repeats: int, gemm: float) -> dict:
     o = median_seconds(onnxruntime, repeats=repeats)
     bound = flops / (gemm * 1e9)
     ort = o["median_s"]
-    return {"size": f"{w}x{h}", "gflop": flops / 1e9, "torch_eager": t, "onnxruntime": o,
-            "ort_speedup": t["median_s"] / ort, "ort_gflops": flops / ort / 1e9,
-            "ort_vs_gemm": ort / bound}  # fmt: skip
+    return {
+        "size": f"{w}x{h}",
+        "gflop": flops / 1e9,
+        "torch_eager": t,
+        "onnxruntime": o,
+        "ort_speedup": t["median_s"] / ort,
+        "ort_gflops": flops / ort / 1e9,
+        "ort_vs_gemm": ort / bound,
+    }
 
 
 def run(sizes=SIZES, repeats: int = 7) -> dict:
@@ -87,8 +96,12 @@ def run(sizes=SIZES, repeats: int = 7) -> dict:
     if fcn is None:
         return {"skipped": f"no {path}: run `make train-alexnet` (or `make demo`) first"}
     gemm = gemm_gflops()
-    result = {"width": load_checkpoint(path)["model_args"]["width"], "provider": fcn_p.provider,
-              "gemm_gflops": gemm, "rows": []}  # fmt: skip
+    result = {
+        "width": load_checkpoint(path)["model_args"]["width"],
+        "provider": fcn_p.provider,
+        "gemm_gflops": gemm,
+        "rows": [],
+    }
     for h, w in sizes:
         result["rows"].append({"model": "fcn", **_row(fcn, fcn_p, h, w, MARGIN, repeats, gemm)})
     det, det_p, _ = _model_and_session("detectnet")
@@ -102,14 +115,19 @@ def run(sizes=SIZES, repeats: int = 7) -> dict:
 def table(result: dict) -> str:
     if "skipped" in result:
         return f"Inference latency: skipped ({result['skipped']})"
-    lines = [f"Inference latency (width {result['width']}, {result['provider']}; float32 GEMM "
-             f"{result['gemm_gflops']:.1f} GFLOP/s):", "",
-             "| model | image | GFLOP | torch eager (ms) | onnxruntime (ms) | ORT speed-up "
-             "| ORT GFLOP/s | ORT time / GEMM-bound time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"Inference latency (width {result['width']}, {result['provider']}; float32 GEMM "
+        f"{result['gemm_gflops']:.1f} GFLOP/s):",
+        "",
+        "| model | image | GFLOP | torch eager (ms) | onnxruntime (ms) | ORT speed-up "
+        "| ORT GFLOP/s | ORT time / GEMM-bound time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in result["rows"]:
         t, o = 1e3 * r["torch_eager"]["median_s"], 1e3 * r["onnxruntime"]["median_s"]
-        lines.append(f"| {r['model']} | {r['size']} | {r['gflop']:.2f} | {t:.1f} | {o:.1f} | "
-                     f"{r['ort_speedup']:.2f}x | {r['ort_gflops']:.1f} | "
-                     f"{r['ort_vs_gemm']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['gflop']:.2f} | {t:.1f} | {o:.1f} | "
+            f"{r['ort_speedup']:.2f}x | {r['ort_gflops']:.1f} | "
+            f"{r['ort_vs_gemm']:.2f} |"
+        )
     return "\n".join(lines)

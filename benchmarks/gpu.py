@@ -32,10 +32,26 @@ from workshop import engine
 from workshop.data.images import normalize
 
 BF16_PEAK_TFLOPS = 790  # H100 SXM dense bf16, for the "what bounds it" column
-FULL = {"width": 1.0, "batch": 256, "steps": 40, "image": (1080, 1920), "fcn_batch": 8,
-        "repeats": 20, "compile": True, "gd_steps": (200, 400, 1000, 2000)}  # fmt: skip
-DRY = {"width": 0.125, "batch": 4, "steps": 1, "image": (200, 264), "fcn_batch": 2,
-       "repeats": 1, "compile": False, "gd_steps": (5,)}  # fmt: skip
+FULL = {
+    "width": 1.0,
+    "batch": 256,
+    "steps": 40,
+    "image": (1080, 1920),
+    "fcn_batch": 8,
+    "repeats": 20,
+    "compile": True,
+    "gd_steps": (200, 400, 1000, 2000),
+}
+DRY = {
+    "width": 0.125,
+    "batch": 4,
+    "steps": 1,
+    "image": (200, 264),
+    "fcn_batch": 2,
+    "repeats": 1,
+    "compile": False,
+    "gd_steps": (5,),
+}
 
 
 def median_ms(fn, device, repeats: int) -> float:
@@ -77,14 +93,24 @@ def fcn_heatmap(device, size: dict) -> dict:
         row["images_per_s_batched"] = 1e3 * size["fcn_batch"] / row["per_batch_ms"]
         row["tflops_batched"] = flops_one * size["fcn_batch"] / (row["per_batch_ms"] / 1e3) / 1e12
         rows.append(row)
-    return {"image": f"{w}x{h}", "width": size["width"], "gflop_per_image": flops_one / 1e9,
-            "batch": size["fcn_batch"], "rows": rows}  # fmt: skip
+    return {
+        "image": f"{w}x{h}",
+        "width": size["width"],
+        "gflop_per_image": flops_one / 1e9,
+        "batch": size["fcn_batch"],
+        "rows": rows,
+    }
 
 
 def alexnet_training(device, size: dict) -> dict:
     """training.run at the GPU's sizes, with each path's peak memory."""
-    result = training.run(width=size["width"], batch=size["batch"], steps=size["steps"],
-                          compile=size["compile"], track_memory=True)  # fmt: skip
+    result = training.run(
+        width=size["width"],
+        batch=size["batch"],
+        steps=size["steps"],
+        compile=size["compile"],
+        track_memory=True,
+    )
     flops = 3 * count_flops(
         alexnet(num_classes=4, width=size["width"]), torch.zeros(1, 3, 224, 224)
     )  # forward + backward
@@ -105,13 +131,19 @@ def mlp_on_device(device, size: dict) -> dict:
     data = load_dataset("digits")
     race = {}
     for steps in size["gd_steps"]:
-        cfg = MLPConfig(optimizer="gd", maxiter=steps, device=device.type, backend="torch",
-                        baselines=False)  # fmt: skip
+        cfg = MLPConfig(
+            optimizer="gd", maxiter=steps, device=device.type, backend="torch", baselines=False
+        )
         start = time.perf_counter()
         result, peak = peak_gpu_mb(lambda cfg=cfg: fit(data, cfg, progress=False), device)
         seconds = time.perf_counter() - start
-        race = {"steps": steps, "seconds": seconds, "device": device.type, "peak_mb": peak,
-                "test_accuracy": result.history[-1]["test_accuracy"]}  # fmt: skip
+        race = {
+            "steps": steps,
+            "seconds": seconds,
+            "device": device.type,
+            "peak_mb": peak,
+            "test_accuracy": result.history[-1]["test_accuracy"],
+        }
         if race["test_accuracy"] >= mlp_bench.TARGET:
             break
     out["time_to_97_gd"] = race
@@ -121,13 +153,18 @@ def mlp_on_device(device, size: dict) -> dict:
 def run(dry_run: bool = False) -> dict:
     cuda = torch.cuda.is_available()
     if not cuda and not dry_run:
-        return {"skipped": "no CUDA here: run it on a GPU machine (bash benchmarks/gpu_check.sh), "
-                "or --dry-run for the tiny CPU version"}  # fmt: skip
+        return {
+            "skipped": "no CUDA here: run it on a GPU machine (bash benchmarks/gpu_check.sh), "
+            "or --dry-run for the tiny CPU version"
+        }
     device = engine.pick_device("cuda" if cuda else "cpu")
     size = DRY if dry_run else FULL
     out = {"device": engine.describe_device(device), "dry_run": dry_run, "sizes": size}
-    for name, fn in (("training", alexnet_training), ("fcn_heatmap", fcn_heatmap),
-                     ("mlp", mlp_on_device)):  # fmt: skip
+    for name, fn in (
+        ("training", alexnet_training),
+        ("fcn_heatmap", fcn_heatmap),
+        ("mlp", mlp_on_device),
+    ):
         start = time.perf_counter()
         out[name] = fn(device, size)
         out[name]["section_s"] = time.perf_counter() - start
@@ -140,31 +177,54 @@ def table(result: dict) -> str:
     tr, fcn, mlp = result["training"], result["fcn_heatmap"], result["mlp"]
     mem = tr.get("peak_mb", {})
     dry = " (dry run: tiny sizes)" if result["dry_run"] else ""
-    lines = [f"GPU paths on {result['device']}{dry}:",
-             "", f"AlexNet training at 224, width {tr['width']}, batch {tr['batch']}:", "",
-             "| path | images/s | peak MiB |", "| --- | --- | --- |"]  # fmt: skip
-    for key in ("fp32_eager_reference", "fp32_eager_channels_last", "engine_channels_last",
-                "engine_compiled"):  # fmt: skip
+    lines = [
+        f"GPU paths on {result['device']}{dry}:",
+        "",
+        f"AlexNet training at 224, width {tr['width']}, batch {tr['batch']}:",
+        "",
+        "| path | images/s | peak MiB |",
+        "| --- | --- | --- |",
+    ]
+    for key in (
+        "fp32_eager_reference",
+        "fp32_eager_channels_last",
+        "engine_channels_last",
+        "engine_compiled",
+    ):
         if key in tr:
             lines.append(f"| {key.replace('_', ' ')} | {tr[key]:.0f} | {_mb(mem.get(key))} |")
-    lines += [f"\nengine / reference: {tr['engine_vs_reference']:.2f}x; the engine at "
-              f"{tr['engine_tflops']:.1f} TFLOP/s (bf16 dense peak ~{BF16_PEAK_TFLOPS})", "",
-              f"FCN heatmap, {fcn['image']} ({fcn['gflop_per_image']:.0f} GFLOP per image):", "",
-              f"| precision | compiled | ms per image | ms per batch of {fcn['batch']} "
-              "| images/s | TFLOP/s "
-              "| peak MiB (batch) |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    lines += [
+        f"\nengine / reference: {tr['engine_vs_reference']:.2f}x; the engine at "
+        f"{tr['engine_tflops']:.1f} TFLOP/s (bf16 dense peak ~{BF16_PEAK_TFLOPS})",
+        "",
+        f"FCN heatmap, {fcn['image']} ({fcn['gflop_per_image']:.0f} GFLOP per image):",
+        "",
+        f"| precision | compiled | ms per image | ms per batch of {fcn['batch']} "
+        "| images/s | TFLOP/s "
+        "| peak MiB (batch) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in fcn["rows"]:
-        lines.append(f"| {r['precision']} | {r['compiled']} | {r['per_image_ms']:.2f} | "
-                     f"{r['per_batch_ms']:.2f} | {r['images_per_s_batched']:.0f} | "
-                     f"{r['tflops_batched']:.1f} | {_mb(r['per_batch_peak_mb'])} |")  # fmt: skip
-    lines += ["", "MLP (hand-written, no autograd), cost + gradient at 5000x400:", "",
-              "| implementation | median (ms) |", "| --- | --- |"]  # fmt: skip
+        lines.append(
+            f"| {r['precision']} | {r['compiled']} | {r['per_image_ms']:.2f} | "
+            f"{r['per_batch_ms']:.2f} | {r['images_per_s_batched']:.0f} | "
+            f"{r['tflops_batched']:.1f} | {_mb(r['per_batch_peak_mb'])} |"
+        )
+    lines += [
+        "",
+        "MLP (hand-written, no autograd), cost + gradient at 5000x400:",
+        "",
+        "| implementation | median (ms) |",
+        "| --- | --- |",
+    ]
     for name, t in mlp["cost_gradient"]["rows"].items():
         lines.append(f"| {name} | {1e3 * t['median_s']:.2f} |")
     race = mlp["time_to_97_gd"]
-    lines.append(f"\npeak MiB: {_mb(mlp['cost_gradient']['peak_mb'])}; gradient descent on "
-                 f"{race['device']}: {race['test_accuracy']:.1%} after {race['steps']} steps in "
-                 f"{race['seconds']:.2f} s (peak MiB {_mb(race['peak_mb'])})")  # fmt: skip
+    lines.append(
+        f"\npeak MiB: {_mb(mlp['cost_gradient']['peak_mb'])}; gradient descent on "
+        f"{race['device']}: {race['test_accuracy']:.1%} after {race['steps']} steps in "
+        f"{race['seconds']:.2f} s (peak MiB {_mb(race['peak_mb'])})"
+    )
     return "\n".join(lines)
 
 

@@ -119,11 +119,12 @@ def table(result: dict) -> str:
     if "skipped" in result:
         return f"Hub: skipped ({result['skipped']})"
     lines = [
-        f"Hosted workshop (hub up in {result['hub_start_s']:.1f} s, share included):", "",
+        f"Hosted workshop (hub up in {result['hub_start_s']:.1f} s, share included):",
+        "",
         "| participants logging in at once | all servers ready (s) | median (s) "
         "| idle server MB (median / max) | goal |",
         "| --- | --- | --- | --- | --- |",
-    ]  # fmt: skip
+    ]
     for room in result["rooms"]:
         mem = room["idle_server_mb"]
         lines.append(
@@ -135,11 +136,13 @@ def table(result: dict) -> str:
         lines += ["", f"Demo under the room: skipped ({demo['skipped']})"]
     else:
         lines += [
-            "", f"Shared demo, {demo['sessions']} sessions uploading a 1080p photo at once:", "",
+            "",
+            f"Shared demo, {demo['sessions']} sessions uploading a 1080p photo at once:",
+            "",
             "| answered | p50 (s) | p95 (s) | max (s) | server peak MB | goal |",
             "| --- | --- | --- | --- | --- | --- |",
             f"| {demo['answered']}/{demo['sessions']} | {demo['p50']:.1f} | {demo['p95']:.1f} "
             f"| {demo['max']:.1f} | {demo['server_peak_mb'] or 0:.0f} "
             "| all, p95 <= 10 s, <= 2 GB |",
-        ]  # fmt: skip
+        ]
     return "\n".join(lines)

@@ -45,9 +45,12 @@ class Hub:
     def start(self, timeout: float = 180) -> Hub:
         self.log = (self.state.parent / "serve.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workshop.hub", "serve"], cwd=ROOT, env=self.env,
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [sys.executable, "-m", "workshop.hub", "serve"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -75,9 +78,11 @@ class Hub:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         subprocess.run(
-            [sys.executable, "-m", "workshop.hub", "remove-users"], env=self.env, cwd=ROOT,
+            [sys.executable, "-m", "workshop.hub", "remove-users"],
+            env=self.env,
+            cwd=ROOT,
             capture_output=True,
-        )  # fmt: skip
+        )
         groups, _ = cgroups.detect()
         if groups is not None:
             for name in {p.name for g in groups.group("") for p in g.glob(f"{self.prefix}*")}:
@@ -96,10 +101,14 @@ class Hub:
         s.get(f"{self.url}/hub/login", timeout=30)
         s.post(
             f"{self.url}/hub/login?next=",
-            data={"username": name, "password": password or self.password,
-                  "_xsrf": s.cookies.get("_xsrf", path="/hub/")},
-            timeout=60, allow_redirects=False,
-        )  # fmt: skip
+            data={
+                "username": name,
+                "password": password or self.password,
+                "_xsrf": s.cookies.get("_xsrf", path="/hub/"),
+            },
+            timeout=60,
+            allow_redirects=False,
+        )
         s.name = name
         return s
 
@@ -129,8 +138,9 @@ class Hub:
             try:
                 r = requests.get(
                     f"{self.url}/user/{name}/api/status",
-                    headers={"Authorization": f"token {token}"}, timeout=10,
-                )  # fmt: skip
+                    headers={"Authorization": f"token {token}"},
+                    timeout=10,
+                )
                 if r.status_code == 200:
                     return time.monotonic() - start
             except requests.RequestException:
@@ -140,9 +150,12 @@ class Hub:
 
     def user_api(self, name: str, token: str, method: str, path: str, **kwargs):
         return requests.request(
-            method, f"{self.url}/user/{name}/api/{path}",
-            headers={"Authorization": f"token {token}"}, timeout=60, **kwargs,
-        )  # fmt: skip
+            method,
+            f"{self.url}/user/{name}/api/{path}",
+            headers={"Authorization": f"token {token}"},
+            timeout=60,
+            **kwargs,
+        )
 
     def run(self, name: str, token: str, code: str, timeout: float = 120) -> str:
         """Run ``code`` in a new kernel of ``name``'s server; its output (errors as ERROR ...)."""
@@ -161,13 +174,29 @@ async def _execute(ws_url: str, code: str, token: str | None):
     headers = {"Authorization": f"token {token}"} if token else {}
     conn = await websocket_connect(HTTPRequest(ws_url, headers=headers))
     msg_id = uuid.uuid4().hex
-    conn.write_message(json.dumps({
-        "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-                   "session": uuid.uuid4().hex, "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": code, "silent": False, "store_history": False,
-                    "user_expressions": {}, "allow_stdin": False},
-    }))  # fmt: skip
+    conn.write_message(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "msg_type": "execute_request",
+                    "username": "test",
+                    "session": uuid.uuid4().hex,
+                    "version": "5.3",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                },
+            }
+        )
+    )
     return conn, msg_id
 
 

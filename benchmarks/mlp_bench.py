@@ -71,8 +71,14 @@ def time_to_accuracy() -> dict:
             break
     theirs = {}
     for maxiter in (25, 50, 75, 100, 200):
-        clf = MLPClassifier(hidden_layer_sizes=(25,), activation="logistic", solver="lbfgs",
-                            alpha=1.0, max_iter=maxiter, random_state=0)  # fmt: skip
+        clf = MLPClassifier(
+            hidden_layer_sizes=(25,),
+            activation="logistic",
+            solver="lbfgs",
+            alpha=1.0,
+            max_iter=maxiter,
+            random_state=0,
+        )
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -82,9 +88,13 @@ def time_to_accuracy() -> dict:
         theirs = {"iterations": maxiter, "seconds": seconds, "test_accuracy": acc}
         if acc >= TARGET:
             break
-    return {"target": TARGET, "ours": ours, "sklearn_MLPClassifier": theirs,
-            "ours_at_least_as_accurate": ours["test_accuracy"] >= theirs["test_accuracy"],
-            "ours_not_slower": ours["seconds"] <= theirs["seconds"]}  # fmt: skip
+    return {
+        "target": TARGET,
+        "ours": ours,
+        "sklearn_MLPClassifier": theirs,
+        "ours_at_least_as_accurate": ours["test_accuracy"] >= theirs["test_accuracy"],
+        "ours_not_slower": ours["seconds"] <= theirs["seconds"],
+    }
 
 
 def run() -> dict:
@@ -93,17 +103,25 @@ def run() -> dict:
 
 def table(result: dict) -> str:
     cg = result["cost_gradient"]
-    lines = ["MLP cost + gradient at 5000 x 400 -> 25 -> 10:", "",
-             "| implementation | median (ms) |", "| --- | --- |"]  # fmt: skip
+    lines = [
+        "MLP cost + gradient at 5000 x 400 -> 25 -> 10:",
+        "",
+        "| implementation | median (ms) |",
+        "| --- | --- |",
+    ]
     for name, t in cg["rows"].items():
         lines.append(f"| {name} | {1e3 * t['median_s']:.2f} |")
     lines += ["", f"vectorized numpy is {cg['vectorized_vs_loop']:.0f}x the per-example loop", ""]
     tta = result["time_to_accuracy"]
-    lines += [f"Time to >= {TARGET:.0%} test accuracy on the bundled digits:", "",
-              "| trainer | iterations | seconds | test accuracy |",
-              "| --- | --- | --- | --- |"]  # fmt: skip
+    lines += [
+        f"Time to >= {TARGET:.0%} test accuracy on the bundled digits:",
+        "",
+        "| trainer | iterations | seconds | test accuracy |",
+        "| --- | --- | --- | --- |",
+    ]
     for name in ("ours", "sklearn_MLPClassifier"):
         r = tta[name]
-        lines.append(f"| {name} | {r['iterations']} | {r['seconds']:.2f} | "
-                     f"{r['test_accuracy']:.2%} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {r['iterations']} | {r['seconds']:.2f} | {r['test_accuracy']:.2%} |"
+        )
     return "\n".join(lines)

@@ -24,9 +24,19 @@ def run() -> dict:
     total = time.perf_counter()
     for target in ("train-mlp", "train-alexnet", "train-detectnet", "export"):
         start = time.perf_counter()
-        run = subprocess.run(["make", "--no-print-directory", target, f"DATA_DIR={tmp / 'data'}",
-                              f"ARTIFACTS={tmp / 'artifacts'}"], cwd=ROOT, env=env,
-                             capture_output=True, text=True)  # fmt: skip
+        run = subprocess.run(
+            [
+                "make",
+                "--no-print-directory",
+                target,
+                f"DATA_DIR={tmp / 'data'}",
+                f"ARTIFACTS={tmp / 'artifacts'}",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if run.returncode:
             return {"failed": target, "stderr": run.stderr[-2000:]}
         steps[target] = time.perf_counter() - start

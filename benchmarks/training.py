@@ -47,8 +47,9 @@ def run(
     width = width or (1.0 if cuda else 0.25)
     steps = steps or (50 if cuda else 8)
     compile = cuda if compile is None else compile
-    store = torch.randint(0, 256, (max(batch * 4, 256), 256, 256, 3), dtype=torch.uint8,
-                          device=device)  # fmt: skip
+    store = torch.randint(
+        0, 256, (max(batch * 4, 256), 256, 256, 3), dtype=torch.uint8, device=device
+    )
     labels = torch.randint(0, 4, (len(store),), device=device)
     g = torch.Generator(device="cpu").manual_seed(0)
 
@@ -64,8 +65,12 @@ def run(
         loss.backward()
         opt.step()
 
-    result = {"device": engine.describe_device(device), "width": width, "batch": batch,
-              "steps": steps}  # fmt: skip
+    result = {
+        "device": engine.describe_device(device),
+        "width": width,
+        "batch": batch,
+        "steps": steps,
+    }
     peaks = {}
 
     def measure(key, fn):
@@ -80,8 +85,9 @@ def run(
     measure("fp32_eager_channels_last", lambda: _images_per_s(plain_step, batch, steps, 2, device))
 
     def engine_path(compiled: bool) -> float:
-        m, raw = engine.prepare_model(alexnet(num_classes=4, width=width), device,
-                                      channels_last=True, d=engine.Dist())  # fmt: skip
+        m, raw = engine.prepare_model(
+            alexnet(num_classes=4, width=width), device, channels_last=True, d=engine.Dist()
+        )
         train_model = torch.compile(m) if compiled else m
         o = torch.optim.SGD(raw.parameters(), lr=1e-3, momentum=0.9)
 
@@ -95,11 +101,32 @@ def run(
             return loss, {}, 0
 
         batches = [torch.randint(0, len(store), (batch,), generator=g) for _ in range(steps + 3)]
-        engine.train_one_epoch(train_model, batches[:3], get, loss_fn, o, None, device, epoch=0,
-                               d=engine.Dist(), channels_last=True, desc="warm-up")  # fmt: skip
-        stats = engine.train_one_epoch(train_model, batches[3:], get, loss_fn, o, None, device,
-                                       epoch=1, d=engine.Dist(), channels_last=True,
-                                       desc="bench")  # fmt: skip
+        engine.train_one_epoch(
+            train_model,
+            batches[:3],
+            get,
+            loss_fn,
+            o,
+            None,
+            device,
+            epoch=0,
+            d=engine.Dist(),
+            channels_last=True,
+            desc="warm-up",
+        )
+        stats = engine.train_one_epoch(
+            train_model,
+            batches[3:],
+            get,
+            loss_fn,
+            o,
+            None,
+            device,
+            epoch=1,
+            d=engine.Dist(),
+            channels_last=True,
+            desc="bench",
+        )
         return stats["images_per_s"]
 
     measure("engine_channels_last", lambda: engine_path(False))
@@ -113,10 +140,19 @@ def run(
 
 
 def table(result: dict) -> str:
-    lines = [f"AlexNet training at 224 (width {result['width']}, batch {result['batch']}, "
-             f"{result['device']}):", "", "| path | images/s |", "| --- | --- |"]  # fmt: skip
-    for key in ("fp32_eager_reference", "fp32_eager_channels_last", "engine_channels_last",
-                "engine_compiled"):  # fmt: skip
+    lines = [
+        f"AlexNet training at 224 (width {result['width']}, batch {result['batch']}, "
+        f"{result['device']}):",
+        "",
+        "| path | images/s |",
+        "| --- | --- |",
+    ]
+    for key in (
+        "fp32_eager_reference",
+        "fp32_eager_channels_last",
+        "engine_channels_last",
+        "engine_compiled",
+    ):
         if key in result:
             lines.append(f"| {key.replace('_', ' ')} | {result[key]:.0f} |")
     lines.append(f"\nengine / reference: {result['engine_vs_reference']:.2f}x")

@@ -48,8 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         meta = read_metadata(out)
         size = out.stat().st_size / 2**20
-        print(f"{out}: {meta['kind']}, classes {meta['classes']}, {size:.1f} MiB, verified with "
-              f"onnxruntime in {time.perf_counter() - start:.1f} s")  # fmt: skip
+        print(
+            f"{out}: {meta['kind']}, classes {meta['classes']}, {size:.1f} MiB, verified with "
+            f"onnxruntime in {time.perf_counter() - start:.1f} s"
+        )
         if meta.get("metrics"):
             print(f"  metrics {json.dumps(meta['metrics'])}")
     return 0

@@ -112,8 +112,12 @@ def metadata(ckpt: dict, kind: str, opset: int, fp16: bool) -> dict[str, str]:
     names_in, names_out = io_names(kind)
     meta["inputs"], meta["outputs"] = names_in, names_out
     if kind == "fcn":
-        meta.update(offset=-MARGIN, margin=MARGIN, window=meta.get("window", 224),
-                    stride=meta.get("stride", 32))  # fmt: skip
+        meta.update(
+            offset=-MARGIN,
+            margin=MARGIN,
+            window=meta.get("window", 224),
+            stride=meta.get("stride", 32),
+        )
     meta["pixels"] = "float RGB 0-255, NCHW" if kind != "mlp" else "float in [0, 1], ink bright"
     meta["normalized_in_graph"] = True
     meta["metrics"] = meta.get("metrics") or {
@@ -233,6 +237,7 @@ def verify_parity(torch_model: nn.Module, onnx_path, inputs, rtol=RTOL, atol=ATO
                     f"{onnx_path}: onnxruntime differs from torch on {out.name} for input "
                     f"{tuple(x.shape)}: max |diff| {diff.max():.3g} (rtol {rtol}, atol {atol})"
                 )
-            report.append({"input": list(x.shape), "output": out.name,
-                           "max_abs_diff": float(diff.max())})  # fmt: skip
+            report.append(
+                {"input": list(x.shape), "output": out.name, "max_abs_diff": float(diff.max())}
+            )
     return report

@@ -84,9 +84,15 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
 
 
-def decode(coverage: np.ndarray, bboxes: np.ndarray, *, threshold: float = 0.5, iou: float = 0.4,
-           max_proposals: int = MAX_PROPOSALS, max_detections: int = MAX_DETECTIONS,
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def decode(
+    coverage: np.ndarray,
+    bboxes: np.ndarray,
+    *,
+    threshold: float = 0.5,
+    iou: float = 0.4,
+    max_proposals: int = MAX_PROPOSALS,
+    max_detections: int = MAX_DETECTIONS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maps of one image -> detections (boxes x0, y0, x1, y1; scores; labels), numpy only.
 
     Every cell whose coverage exceeds ``threshold`` proposes the box its corners
@@ -106,8 +112,15 @@ def decode(coverage: np.ndarray, bboxes: np.ndarray, *, threshold: float = 0.5, 
         keep = coverage[c] > threshold
         if not keep.any():
             continue
-        props = np.stack([xs[keep] + bboxes[0][keep], ys[keep] + bboxes[1][keep],
-                          xs[keep] + bboxes[2][keep], ys[keep] + bboxes[3][keep]], 1)  # fmt: skip
+        props = np.stack(
+            [
+                xs[keep] + bboxes[0][keep],
+                ys[keep] + bboxes[1][keep],
+                xs[keep] + bboxes[2][keep],
+                ys[keep] + bboxes[3][keep],
+            ],
+            1,
+        )
         scores = coverage[c][keep]
         order = np.argsort(-scores, kind="stable")[:max_proposals]
         props, scores = props[order], scores[order]
@@ -124,12 +137,16 @@ def decode(coverage: np.ndarray, bboxes: np.ndarray, *, threshold: float = 0.5, 
     if not out_boxes:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     best = np.argsort(-np.asarray(out_scores), kind="stable")[:max_detections]
-    return (np.asarray(out_boxes, np.float32)[best], np.asarray(out_scores, np.float32)[best],
-            np.asarray(out_labels, np.int64)[best])  # fmt: skip
+    return (
+        np.asarray(out_boxes, np.float32)[best],
+        np.asarray(out_scores, np.float32)[best],
+        np.asarray(out_labels, np.int64)[best],
+    )
 
 
-def draw_detections(image: np.ndarray, boxes, labels, classes: list[str], scores=None, *,
-                    truth=None, width: int = 0) -> np.ndarray:  # fmt: skip
+def draw_detections(
+    image: np.ndarray, boxes, labels, classes: list[str], scores=None, *, truth=None, width: int = 0
+) -> np.ndarray:
     """Boxes drawn on an RGB uint8 image, one colour per class, with label and score.
 
     ``truth`` (boxes x0, y0, x1, y1) are drawn first as thin white dashes, so

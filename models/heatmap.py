@@ -32,8 +32,9 @@ def window_box(i: int, j: int, offset: int = 0, window=WINDOW, stride=STRIDE) ->
     return (x0, y0, x0 + window, y0 + window)
 
 
-def place_map(values: np.ndarray, image_hw: tuple[int, int], offset: int = 0, window=WINDOW,
-              stride=STRIDE) -> np.ndarray:  # fmt: skip
+def place_map(
+    values: np.ndarray, image_hw: tuple[int, int], offset: int = 0, window=WINDOW, stride=STRIDE
+) -> np.ndarray:
     """(h, w) cell values -> (H, W) image-sized array, NaN where no window is centred."""
     H, W = image_hw
     out = np.full((H, W), np.nan, dtype=np.float32)
@@ -64,8 +65,16 @@ def overlay(image: np.ndarray, values: np.ndarray, *, alpha=0.5, cmap="inferno")
     return blend(image, colorize(values, cmap), alpha * strength)
 
 
-def overlay_cells(image: np.ndarray, values: np.ndarray, offset: int = 0, window=WINDOW,
-                  stride=STRIDE, *, alpha=0.5, cmap="inferno") -> np.ndarray:  # fmt: skip
+def overlay_cells(
+    image: np.ndarray,
+    values: np.ndarray,
+    offset: int = 0,
+    window=WINDOW,
+    stride=STRIDE,
+    *,
+    alpha=0.5,
+    cmap="inferno",
+) -> np.ndarray:
     """``overlay(image, place_map(values, ...))`` computed per cell, then spread to pixels.
 
     The same picture (tested equal), several times faster on large images: the
@@ -73,8 +82,9 @@ def overlay_cells(image: np.ndarray, values: np.ndarray, offset: int = 0, window
     """
     H, W = image.shape[:2]
     h, w = values.shape
-    cells = place_map(np.arange(h * w, dtype=np.float32).reshape(h, w), (H, W), offset, window,
-                      stride)  # fmt: skip
+    cells = place_map(
+        np.arange(h * w, dtype=np.float32).reshape(h, w), (H, W), offset, window, stride
+    )
     inside = ~np.isnan(cells)
     idx = np.where(inside, cells, 0).astype(np.int64)
     strength = (0.3 + 0.7 * np.clip(np.nan_to_num(values, nan=0.0), 0, 1)).ravel()
@@ -107,8 +117,9 @@ PALETTE = np.array(
 )
 
 
-def argmax_image(probs: np.ndarray, image_hw, background: int | None = None,
-                 offset: int = 0) -> np.ndarray:  # fmt: skip
+def argmax_image(
+    probs: np.ndarray, image_hw, background: int | None = None, offset: int = 0
+) -> np.ndarray:
     """(C, h, w) probabilities -> RGBA image of the winning class per cell (background clear)."""
     winner = probs.argmax(0)
     placed = place_map(winner, image_hw, offset)

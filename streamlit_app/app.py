@@ -97,9 +97,13 @@ def show_fcn(p: Predictor, out: Output, key: str) -> None:
     left, right = st.columns([3, 1])
     with right:
         st.markdown("**Top classes** (peak over the image)")
-        st.dataframe({"class": [t["class"] for t in top],
-                      "probability": [round(t["score"], 4) for t in top]},
-                     hide_index=True)  # fmt: skip
+        st.dataframe(
+            {
+                "class": [t["class"] for t in top],
+                "probability": [round(t["score"], 4) for t in top],
+            },
+            hide_index=True,
+        )
         default = next((t["class"] for t in top if t["class"] != "background"), top[0]["class"])
         cls = st.selectbox("Class", p.classes, index=p.classes.index(default), key=f"{key}-class")
         opacity = st.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key=f"{key}-opacity")
@@ -111,19 +115,36 @@ def show_fcn(p: Predictor, out: Output, key: str) -> None:
         st.image(shown, caption=f"P({cls}) per 224 window, 32 px apart{half}", width="stretch")
         # made on click, so a session does not hold a full-size picture per model
         full = lambda: png_bytes(p.heatmap(out, cls, opacity=opacity))  # noqa: E731
-        st.download_button("Download overlay (PNG)", full,
-                           file_name=f"heatmap_{cls}.png", mime="image/png", key=f"{key}-dl",
-                           on_click="ignore")  # fmt: skip
+        st.download_button(
+            "Download overlay (PNG)",
+            full,
+            file_name=f"heatmap_{cls}.png",
+            mime="image/png",
+            key=f"{key}-dl",
+            on_click="ignore",
+        )
 
 
 @st.fragment
 def show_detector(p: Predictor, out: Output, key: str) -> None:
     left, right = st.columns([3, 1])
     with right:
-        threshold = st.slider("Confidence", 0.05, 0.95, float(p.meta.get("threshold", 0.5)), 0.05,
-                              key=f"{key}-threshold")  # fmt: skip
-        iou = st.slider("Overlap (clustering IoU)", 0.1, 0.9,
-                        float(p.meta.get("cluster_iou", 0.4)), 0.05, key=f"{key}-iou")  # fmt: skip
+        threshold = st.slider(
+            "Confidence",
+            0.05,
+            0.95,
+            float(p.meta.get("threshold", 0.5)),
+            0.05,
+            key=f"{key}-threshold",
+        )
+        iou = st.slider(
+            "Overlap (clustering IoU)",
+            0.1,
+            0.9,
+            float(p.meta.get("cluster_iou", 0.4)),
+            0.05,
+            key=f"{key}-iou",
+        )
         shown = st.multiselect("Classes", p.classes, default=p.classes, key=f"{key}-classes")
     with model_gate():
         dets = p.detections(out, threshold=threshold, iou=iou, classes=shown)
@@ -142,12 +163,22 @@ def show_detector(p: Predictor, out: Output, key: str) -> None:
             }
             st.dataframe(table, hide_index=True)
         coco = json.dumps(p.coco_results(out, dets), indent=1)
-        st.download_button("Download detections (COCO JSON)", coco, key=f"{key}-json",
-                           file_name="detections.json", mime="application/json",
-                           on_click="ignore")  # fmt: skip
-        st.download_button("Download picture (PNG)", lambda: png_bytes(p.draw(out, dets)),
-                           file_name="detections.png", mime="image/png", key=f"{key}-png",
-                           on_click="ignore")  # fmt: skip
+        st.download_button(
+            "Download detections (COCO JSON)",
+            coco,
+            key=f"{key}-json",
+            file_name="detections.json",
+            mime="application/json",
+            on_click="ignore",
+        )
+        st.download_button(
+            "Download picture (PNG)",
+            lambda: png_bytes(p.draw(out, dets)),
+            file_name="detections.png",
+            mime="image/png",
+            key=f"{key}-png",
+            on_click="ignore",
+        )
 
 
 @st.fragment
@@ -156,32 +187,40 @@ def show_mlp(p: Predictor, out: Output, key: str) -> None:
     left, right = st.columns([1, 2])
     with left:
         best = int(np.argmax(probs))
-        st.metric("Prediction", p.classes[best], f"{probs[best]:.1%} (sigmoid output)",
-                  delta_color="off")  # fmt: skip
+        st.metric(
+            "Prediction", p.classes[best], f"{probs[best]:.1%} (sigmoid output)", delta_color="off"
+        )
         side = p.meta.get("input_size", [20, 20])
         digit = out.extra["digit"].reshape(side[1], side[0]).T  # column-major, as trained
-        st.image((digit * 255).astype(np.uint8), caption="what the network sees (20x20)",
-                 width=160)  # fmt: skip
+        st.image((digit * 255).astype(np.uint8), caption="what the network sees (20x20)", width=160)
     with right:
-        st.bar_chart({"probability": {c: float(v) for c, v in zip(p.classes, probs)}},
-                     x_label="digit", y_label="output")  # fmt: skip
+        st.bar_chart(
+            {"probability": {c: float(v) for c, v in zip(p.classes, probs)}},
+            x_label="digit",
+            y_label="output",
+        )
 
 
 SHOW = {"fcn": show_fcn, "detector": show_detector, "mlp": show_mlp}
 
 
 def main() -> None:
-    st.set_page_config(page_title="Workshop demo: heatmaps and detections", page_icon="🔎",
-                       layout="wide")  # fmt: skip
+    st.set_page_config(
+        page_title="Workshop demo: heatmaps and detections", page_icon="🔎", layout="wide"
+    )
     st.title("From a classifier to a detector")
-    st.caption("Upload an image of any size: the fully convolutional AlexNet maps where each "
-               "class is, DetectNet boxes the objects. All on onnxruntime.")  # fmt: skip
+    st.caption(
+        "Upload an image of any size: the fully convolutional AlexNet maps where each "
+        "class is, DetectNet boxes the objects. All on onnxruntime."
+    )
 
     paths = sorted(artifacts().glob("*/model.onnx"))
     if not paths:
-        st.info(f"No exported models in `{artifacts()}/` yet. Run `make demo` (it trains the "
-                "three workshop models on generated data, exports them to ONNX and starts this "
-                "app), or `make export` if they are trained already.")  # fmt: skip
+        st.info(
+            f"No exported models in `{artifacts()}/` yet. Run `make demo` (it trains the "
+            "three workshop models on generated data, exports them to ONNX and starts this "
+            "app), or `make export` if they are trained already."
+        )
         st.stop()
     predictors, broken = {}, []
     for path in paths:
@@ -202,15 +241,22 @@ def main() -> None:
         default = [p for p, pr in predictors.items() if pr.kind != "mlp"]
     with st.sidebar:
         st.header("Models")
-        chosen = st.multiselect("Run", list(predictors), default=default or list(predictors)[:1],
-                                format_func=lambda p: model_label(p, predictors[p]))  # fmt: skip
+        chosen = st.multiselect(
+            "Run",
+            list(predictors),
+            default=default or list(predictors)[:1],
+            format_func=lambda p: model_label(p, predictors[p]),
+        )
         for path in chosen:
             model_card(path, predictors[path])
         provider = next(iter(predictors.values())).provider
         st.caption(f"onnxruntime provider: `{provider}`")
 
-    upload = st.file_uploader(f"An image (any size; over {MAX_SIDE} px it is scaled down)",
-                              type=IMAGE_TYPES, max_upload_size=UPLOAD_MB)  # fmt: skip
+    upload = st.file_uploader(
+        f"An image (any size; over {MAX_SIDE} px it is scaled down)",
+        type=IMAGE_TYPES,
+        max_upload_size=UPLOAD_MB,
+    )
     digits_only = chosen and all(predictors[p].kind == "mlp" for p in chosen)
     if st.button("Draw a sample digit" if digits_only else "Generate a sample scene"):
         n = st.session_state.get("samples", 0) + 1
@@ -241,8 +287,11 @@ def main() -> None:
             st.error(f"{name}: {err}")
             return
         w, h = out.original_size
-        note = "" if (w, h) == out.image.shape[1::-1] else (
-            f", shown at {out.image.shape[1]}x{out.image.shape[0]}")  # fmt: skip
+        note = (
+            ""
+            if (w, h) == out.image.shape[1::-1]
+            else (f", shown at {out.image.shape[1]}x{out.image.shape[0]}")
+        )
         st.caption(f"{name}: {w}x{h}{note} · {1e3 * out.seconds:.0f} ms on {p.provider}")
         SHOW[p.kind](p, out, key=path.parent.name)
 

@@ -17,8 +17,9 @@ from streamlit_app.predictor import Predictor, PredictorError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamlit_app.predict",
-                                     description=__doc__.split("\n\n")[1])  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m streamlit_app.predict", description=__doc__.split("\n\n")[1]
+    )
     parser.add_argument("image", help="an image file (PNG, JPEG, WebP, BMP, TIFF, GIF, ...)")
     parser.add_argument("--model", required=True, help="an exported .onnx file")
     parser.add_argument("--threshold", type=float, help="detector: coverage threshold")

@@ -247,8 +247,9 @@ class Predictor:
         values = self._class_probabilities(out, cls)
         return heatmap.overlay_cells(self._reduced(out, reduce), values, *grid, alpha=opacity)
 
-    def detections(self, out: Output, *, threshold: float | None = None, iou: float | None = None,
-                   classes=None) -> list[dict]:  # fmt: skip
+    def detections(
+        self, out: Output, *, threshold: float | None = None, iou: float | None = None, classes=None
+    ) -> list[dict]:
         """Clustered boxes (x0, y0, x1, y1 in the served image's pixels), best first.
 
         ``classes`` (names) keeps only those classes (None: all); they are chosen
@@ -260,15 +261,16 @@ class Predictor:
         if classes is not None:
             wanted = np.isin(np.asarray(self.classes), list(classes))
             coverage = coverage * wanted[:, None, None]
-        found, scores, labels = box_ops.decode(coverage, out.maps["bboxes"], threshold=threshold,
-                                               iou=iou)  # fmt: skip
+        found, scores, labels = box_ops.decode(
+            coverage, out.maps["bboxes"], threshold=threshold, iou=iou
+        )
         return [
             {
                 "class": self.classes[int(lab)],
                 "label": int(lab),
                 "score": float(s),
                 "box": [float(v) for v in b],
-            }  # fmt: skip
+            }
             for b, s, lab in zip(found, scores, labels)
         ]
 
@@ -277,9 +279,13 @@ class Predictor:
         image = self._reduced(out, reduce)
         if not dets:
             return image.copy()
-        return box_ops.draw_detections(image, [[v / reduce for v in d["box"]] for d in dets],
-                                       [d["label"] for d in dets], self.classes,
-                                       [d["score"] for d in dets])  # fmt: skip
+        return box_ops.draw_detections(
+            image,
+            [[v / reduce for v in d["box"]] for d in dets],
+            [d["label"] for d in dets],
+            self.classes,
+            [d["score"] for d in dets],
+        )
 
     def coco_results(self, out: Output, dets: list[dict], image_id: int = 1) -> list[dict]:
         """Detections in COCO result format, in the uploaded image's pixels."""
@@ -298,7 +304,7 @@ class Predictor:
                     round((d["box"][3] - d["box"][1]) * sy, 2),
                 ],
                 "score": round(d["score"], 5),
-            }  # fmt: skip
+            }
             for d in dets
         ]
 
@@ -318,16 +324,26 @@ class Predictor:
         if self.kind == "fcn":
             probs = out.maps["probabilities"]
             peaks = {}
-            centres_x, centres_y = heatmap.cell_centers(*probs.shape[1:], int(self.meta["offset"]),
-                                                        int(self.meta["window"]),
-                                                        int(self.meta["stride"]))  # fmt: skip
+            centres_x, centres_y = heatmap.cell_centers(
+                *probs.shape[1:],
+                int(self.meta["offset"]),
+                int(self.meta["window"]),
+                int(self.meta["stride"]),
+            )
             for c, name in enumerate(self.classes):
                 i, j = np.unravel_index(int(probs[c].argmax()), probs[c].shape)
-                peaks[name] = {"score": float(probs[c, i, j]), "x": float(centres_x[i, j]),
-                               "y": float(centres_y[i, j])}  # fmt: skip
-            result["heatmap"] = {"cells": list(probs.shape[1:]), "window": self.meta["window"],
-                                 "stride": self.meta["stride"], "offset": self.meta["offset"],
-                                 "peaks": peaks}  # fmt: skip
+                peaks[name] = {
+                    "score": float(probs[c, i, j]),
+                    "x": float(centres_x[i, j]),
+                    "y": float(centres_y[i, j]),
+                }
+            result["heatmap"] = {
+                "cells": list(probs.shape[1:]),
+                "window": self.meta["window"],
+                "stride": self.meta["stride"],
+                "offset": self.meta["offset"],
+                "peaks": peaks,
+            }
         if self.kind == "detector":
             dets = self.detections(out, threshold=kw.get("threshold"), iou=kw.get("iou"))
             result["detections"] = self.coco_results(out, dets)

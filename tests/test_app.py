@@ -63,8 +63,11 @@ def test_a_1080p_scene_gets_a_heatmap_and_boxes(monkeypatch, artifacts):
     captions = texts(at.caption)
     assert "scene.jpg: 1920x1080" in captions and "ms on CPUExecutionProvider" in captions
     labels = [d.label for d in at.get("download_button")]
-    assert labels == ["Download overlay (PNG)", "Download detections (COCO JSON)",
-                      "Download picture (PNG)"]  # fmt: skip
+    assert labels == [
+        "Download overlay (PNG)",
+        "Download detections (COCO JSON)",
+        "Download picture (PNG)",
+    ]
     # the model cards: classes, training data and metrics from the ONNX metadata
     sidebar = texts(at.sidebar.caption) + texts(at.sidebar.markdown)
     assert "synthetic data" in sidebar and "val_accuracy 0.500" in sidebar
@@ -88,8 +91,9 @@ def test_sliders_reuse_the_cached_model_outputs(monkeypatch, artifacts):
 
 
 def test_detection_sliders_and_class_filter_change_the_boxes(monkeypatch, artifacts):
-    at = upload(start(monkeypatch, artifacts, "detectnet"), "scene.jpg", scene_1080p(),
-                "image/jpeg")  # fmt: skip
+    at = upload(
+        start(monkeypatch, artifacts, "detectnet"), "scene.jpg", scene_1080p(), "image/jpeg"
+    )
     at.slider(key="detectnet-threshold").set_value(0.05).run()
     many = int(at.get("image")[0].proto.imgs[0].caption.split()[0])
     at.slider(key="detectnet-threshold").set_value(0.95).run()

@@ -12,7 +12,10 @@ def test_inference_section_times_torch_and_onnxruntime(tmp_path, monkeypatch):
     monkeypatch.setenv("ARTIFACTS", str(tmp_path / "artifacts"))
     result = fcn_latency.run(sizes=((64, 80), (227, 301)), repeats=1)
     assert [(r["model"], r["size"]) for r in result["rows"]] == [
-        ("fcn", "80x64"), ("fcn", "301x227"), ("detector", "1920x1080")]  # fmt: skip
+        ("fcn", "80x64"),
+        ("fcn", "301x227"),
+        ("detector", "1920x1080"),
+    ]
     for row in result["rows"]:
         assert row["torch_eager"]["median_s"] > 0 and row["onnxruntime"]["median_s"] > 0
         assert row["gflop"] > 0 and row["ort_vs_gemm"] > 0

@@ -109,8 +109,10 @@ def test_eight_concurrent_sessions_all_get_answers(server, browser, tmp_path):
             page.wait_for_selector(DONE, timeout=120_000)
             assert page.locator("[data-testid='stException']").count() == 0
         peaks.append(rss_mb(pid))
-        print(f"round {round_ + 1}: 8 sessions answered in {time.perf_counter() - start:.1f} s, "
-              f"server RSS {peaks[-1]:.0f} MB")  # fmt: skip
+        print(
+            f"round {round_ + 1}: 8 sessions answered in {time.perf_counter() - start:.1f} s, "
+            f"server RSS {peaks[-1]:.0f} MB"
+        )
     shot(pages[-1], "load_test_last_session")
     for page in pages:
         page.close()

@@ -56,8 +56,9 @@ def test_small_boxes_still_claim_a_cell():
 
 def test_loss_is_zero_at_the_targets_and_grows_away_from_them():
     boxes, labels = scene_boxes(1)
-    t = {k: torch.from_numpy(v)[None] for k, v in
-         encode_targets(boxes, labels, (29, 39), 3).items()}  # fmt: skip
+    t = {
+        k: torch.from_numpy(v)[None] for k, v in encode_targets(boxes, labels, (29, 39), 3).items()
+    }
     loss, parts = detectnet_loss(t["coverage"], t["bboxes"], t)
     assert loss.item() == 0.0
     cov = t["coverage"].clone().requires_grad_(True)
@@ -81,9 +82,16 @@ def coco_gt():
         boxes, labels = scene_boxes(int(rng.integers(1000)), n=4)
         for b, lab in zip(boxes, labels):
             x0, y0, x1, y1 = b.tolist()
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": int(lab) + 1,
-                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
-                         "iscrowd": 0})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": int(lab) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
     return load_coco({"images": images, "annotations": anns, "categories": synthetic.categories()})
 
 
@@ -92,8 +100,14 @@ def as_results(coco, shift=0.0):
     results = []
     for a in coco.loadAnns(coco.getAnnIds()):
         x, y, w, h = a["bbox"]
-        results.append({"image_id": a["image_id"], "category_id": a["category_id"],
-                        "score": 0.9, "bbox": [x + shift * w, y, w, h]})  # fmt: skip
+        results.append(
+            {
+                "image_id": a["image_id"],
+                "category_id": a["category_id"],
+                "score": 0.9,
+                "bbox": [x + shift * w, y, w, h],
+            }
+        )
     return results
 
 

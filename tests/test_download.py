@@ -69,14 +69,19 @@ def test_a_normal_download_is_verified_and_renamed(server, tmp_path):
 
 
 def test_a_cut_connection_is_resumed_with_range(server, tmp_path):
-    out = download(f"{server}/cut", tmp_path / "data.bin", sha256=SHA, backoff=0.01,
-                   progress=False)  # fmt: skip
+    out = download(f"{server}/cut", tmp_path / "data.bin", sha256=SHA, backoff=0.01, progress=False)
     assert out.read_bytes() == PAYLOAD and Handler.counts["/cut"] == 2
 
 
 def test_a_stalled_server_times_out_and_resumes(server, tmp_path):
-    out = download(f"{server}/stall", tmp_path / "data.bin", sha256=SHA, timeout=1,
-                   backoff=0.01, progress=False)  # fmt: skip
+    out = download(
+        f"{server}/stall",
+        tmp_path / "data.bin",
+        sha256=SHA,
+        timeout=1,
+        backoff=0.01,
+        progress=False,
+    )
     assert out.read_bytes() == PAYLOAD and Handler.counts["/stall"] == 2
 
 
@@ -94,8 +99,9 @@ def test_a_404_fails_at_once_with_a_message(server, tmp_path):
 
 def test_an_unreachable_host_says_so_and_keeps_nothing(tmp_path):
     with pytest.raises(DownloadError, match="failed after 2 attempts"):
-        download("http://127.0.0.1:9/x.zip", tmp_path / "x.zip", retries=1, backoff=0.01,
-                 progress=False)  # fmt: skip
+        download(
+            "http://127.0.0.1:9/x.zip", tmp_path / "x.zip", retries=1, backoff=0.01, progress=False
+        )
     assert not (tmp_path / "x.zip").exists()
 
 

@@ -81,8 +81,9 @@ def small_run(python, out, data_dir, *extra):
 
 
 def train_small(python, out, data_dir, *extra):
-    run = subprocess.run(small_run(python, out, data_dir, *extra), capture_output=True, text=True,
-                         timeout=600)  # fmt: skip
+    run = subprocess.run(
+        small_run(python, out, data_dir, *extra), capture_output=True, text=True, timeout=600
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return run
 
@@ -182,7 +183,8 @@ def test_compiled_training_saves_the_plain_model(tmp_path, python):
     ],
 )
 def test_trainer_mistakes_are_messages_not_tracebacks(python, args, message):
-    run = subprocess.run([python, "-m", "workshop.train_alexnet", *args],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        [python, "-m", "workshop.train_alexnet", *args], capture_output=True, text=True, timeout=120
+    )
     assert run.returncode != 0 and message in run.stderr
     assert "Traceback" not in run.stderr

@@ -26,31 +26,65 @@ def make_checkpoints(root):
     common = {k: pre[k] for k in ("mean", "std", "input_scale")}
     trained_on = {"dataset": "synthetic-test", "synthetic": True}
     fcn = AlexNet(num_classes=4, width=0.125).eval().to_fully_convolutional()
-    save_checkpoint(root / "alexnet" / "checkpoint.pt", fcn, model_name="alexnet_fcn",
-                    model_args={"num_classes": 4, "width": 0.125},
-                    metrics={"val_accuracy": 0.5},
-                    meta={"kind": "fcn", "classes": CLASSES, **common, "window": 224, "stride": 32,
-                          "offset": 0, "trained_on": trained_on,
-                          "metrics": {"val_accuracy": 0.5}})  # fmt: skip
+    save_checkpoint(
+        root / "alexnet" / "checkpoint.pt",
+        fcn,
+        model_name="alexnet_fcn",
+        model_args={"num_classes": 4, "width": 0.125},
+        metrics={"val_accuracy": 0.5},
+        meta={
+            "kind": "fcn",
+            "classes": CLASSES,
+            **common,
+            "window": 224,
+            "stride": 32,
+            "offset": 0,
+            "trained_on": trained_on,
+            "metrics": {"val_accuracy": 0.5},
+        },
+    )
     det = DetectNet(num_classes=3, width=0.125)
     torch.nn.init.normal_(det.coverage.weight, std=0.05)  # coverage about 0.5: boxes to decode
     torch.nn.init.zeros_(det.coverage.bias)
     with torch.no_grad():  # 64-pixel boxes about each cell, so clustering has work to do
         det.bboxes.bias.copy_(torch.tensor([-0.5, -0.5, 0.5, 0.5]))
-    save_checkpoint(root / "detectnet" / "checkpoint.pt", det, model_name="detectnet",
-                    model_args={"num_classes": 3, "width": 0.125}, metrics={"AP": 0.1},
-                    meta={"kind": "detector", "classes": CLASSES[:3],
-                          "coco_category_ids": [1, 2, 3], **common, "stride": 16,
-                          "offset": 15, "threshold": 0.2, "cluster_iou": 0.4,
-                          "trained_on": trained_on, "metrics": {"AP": 0.1}})  # fmt: skip
+    save_checkpoint(
+        root / "detectnet" / "checkpoint.pt",
+        det,
+        model_name="detectnet",
+        model_args={"num_classes": 3, "width": 0.125},
+        metrics={"AP": 0.1},
+        meta={
+            "kind": "detector",
+            "classes": CLASSES[:3],
+            "coco_category_ids": [1, 2, 3],
+            **common,
+            "stride": 16,
+            "offset": 15,
+            "threshold": 0.2,
+            "cluster_iou": 0.4,
+            "trained_on": trained_on,
+            "metrics": {"AP": 0.1},
+        },
+    )
     mlp = MLP()
-    save_checkpoint(root / "mlp" / "checkpoint.pt", mlp, model_name="mlp",
-                    model_args={"input_layer_size": 400, "hidden_layer_size": 25,
-                                "num_labels": 10},
-                    meta={"kind": "mlp", "classes": [str(d) for d in range(10)],
-                          "input_size": [20, 20], "layout": "column-major", "input_scale": 1.0,
-                          "mean": [0.0], "std": [1.0], "trained_on": trained_on,
-                          "metrics": {"test_accuracy": 0.1}})  # fmt: skip
+    save_checkpoint(
+        root / "mlp" / "checkpoint.pt",
+        mlp,
+        model_name="mlp",
+        model_args={"input_layer_size": 400, "hidden_layer_size": 25, "num_labels": 10},
+        meta={
+            "kind": "mlp",
+            "classes": [str(d) for d in range(10)],
+            "input_size": [20, 20],
+            "layout": "column-major",
+            "input_scale": 1.0,
+            "mean": [0.0],
+            "std": [1.0],
+            "trained_on": trained_on,
+            "metrics": {"test_accuracy": 0.1},
+        },
+    )
     return root
 
 
@@ -71,14 +105,23 @@ def test_one_self_contained_file_per_model(exported):
         onnx.checker.check_model(str(path), full_check=True)
 
 
-@pytest.mark.parametrize(("name", "kind"), [("alexnet", "fcn"), ("detectnet", "detector"),
-                                            ("mlp", "mlp")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "kind"), [("alexnet", "fcn"), ("detectnet", "detector"), ("mlp", "mlp")]
+)
 def test_metadata_round_trip(exported, name, kind):
     meta = read_metadata(exported[name])
     ckpt = load_checkpoint(exported[name].with_name("checkpoint.pt"))
     assert meta["kind"] == kind and meta["classes"] == ckpt["meta"]["classes"]
-    for key in ("mean", "std", "input_scale", "trained_on", "metrics", "exported_at",
-                "torch_version", "onnx_version"):  # fmt: skip
+    for key in (
+        "mean",
+        "std",
+        "input_scale",
+        "trained_on",
+        "metrics",
+        "exported_at",
+        "torch_version",
+        "onnx_version",
+    ):
         assert key in meta, key
     assert meta["trained_on"] == {"dataset": "synthetic-test", "synthetic": True}
     assert meta["mean"] == ckpt["meta"]["mean"] and meta["metrics"] == ckpt["meta"]["metrics"]
@@ -151,15 +194,22 @@ def test_fp16_export_stays_close_to_the_float_model(tmp_path, exported):
 
 def test_cli_exports_every_model_and_refuses_bad_input(tmp_path, python):
     root = make_checkpoints(tmp_path / "artifacts")
-    run = subprocess.run([python, "-m", "exporters", "--all", f"--artifacts={root}"],
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    run = subprocess.run(
+        [python, "-m", "exporters", "--all", f"--artifacts={root}"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.count("verified with onnxruntime") == 3
     for name in ("alexnet", "detectnet", "mlp"):
         assert (root / name / "model.onnx").is_file()
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    for bad, message in ((tmp_path / "junk.pt", "not a readable checkpoint"),
-                         (tmp_path / "missing.pt", "no such checkpoint")):  # fmt: skip
-        run = subprocess.run([python, "-m", "exporters", str(bad)], capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+    for bad, message in (
+        (tmp_path / "junk.pt", "not a readable checkpoint"),
+        (tmp_path / "missing.pt", "no such checkpoint"),
+    ):
+        run = subprocess.run(
+            [python, "-m", "exporters", str(bad)], capture_output=True, text=True, timeout=120
+        )
         assert run.returncode != 0 and message in run.stderr and "Traceback" not in run.stderr

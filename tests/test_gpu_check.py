@@ -16,8 +16,10 @@ def test_gpu_check_dry_run_runs_the_tests_and_the_bench(tmp_path):
     done = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"],
         env={**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)},
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     tests_log = (tmp_path / "gpu_tests.log").read_text()
     assert "skipped" in tests_log or "passed" in tests_log
@@ -31,7 +33,9 @@ def test_gpu_check_dry_run_runs_the_tests_and_the_bench(tmp_path):
         gpu["training"]["fp32_eager_reference"] > 0 and gpu["training"]["engine_vs_reference"] > 0
     )
     assert [(row["precision"], row["compiled"]) for row in gpu["fcn_heatmap"]["rows"]] == [
-        ("fp32", False), ("bf16", False)]  # fmt: skip
+        ("fp32", False),
+        ("bf16", False),
+    ]
     assert all(row["per_batch_ms"] > 0 for row in gpu["fcn_heatmap"]["rows"])
     assert "vectorized (numpy)" in gpu["mlp"]["cost_gradient"]["rows"]
     assert gpu["mlp"]["time_to_97_gd"]["steps"] > 0

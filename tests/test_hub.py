@@ -35,8 +35,10 @@ GROUPS, NO_GROUPS_WHY = cgroups.detect()
 def hub(tmp_path_factory):
     hub = Hub(
         tmp_path_factory.mktemp("hub") / "state",
-        hub_mem_limit="1200M", hub_cpu_limit=1.0, hub_instructor_mem_limit="2G",
-    )  # fmt: skip
+        hub_mem_limit="1200M",
+        hub_cpu_limit=1.0,
+        hub_instructor_mem_limit="2G",
+    )
     try:
         yield hub.start()
     finally:
@@ -102,10 +104,13 @@ def test_wrong_password_and_bad_names_get_the_login_page_with_a_message(hub):
         s.get(f"{hub.url}/hub/login", timeout=30)
         r = s.post(
             f"{hub.url}/hub/login",
-            data={"username": name, "password": password or hub.password,
-                  "_xsrf": s.cookies.get("_xsrf", path="/hub/")},
+            data={
+                "username": name,
+                "password": password or hub.password,
+                "_xsrf": s.cookies.get("_xsrf", path="/hub/"),
+            },
             timeout=30,
-        )  # fmt: skip
+        )
         assert r.status_code == 403
         assert "Invalid username or password" in r.text
         assert "choose a name" in r.text  # the rule is on the page
@@ -127,24 +132,30 @@ def test_passwords_and_state_are_private(hub):
 
 def test_an_exercise_check_reaches_the_instructors_page_only(hub, room):
     session, token = room["carol"]
-    out = hub.run("carol", token, (
-        "from workshop.checks import check_sigmoid_gradient, check_cost\n"
-        "from models import mlp\n"
-        "check_sigmoid_gradient(mlp.sigmoid_gradient)\n"
-        "try:\n"
-        "    check_cost(lambda *a: mlp.nn_cost_function(*a)[0] * 2)\n"
-        "except AssertionError as e:\n"
-        "    print('failed as expected')\n"
-    ))  # fmt: skip
+    out = hub.run(
+        "carol",
+        token,
+        (
+            "from workshop.checks import check_sigmoid_gradient, check_cost\n"
+            "from models import mlp\n"
+            "check_sigmoid_gradient(mlp.sigmoid_gradient)\n"
+            "try:\n"
+            "    check_cost(lambda *a: mlp.nn_cost_function(*a)[0] * 2)\n"
+            "except AssertionError as e:\n"
+            "    print('failed as expected')\n"
+        ),
+    )
     assert "✓ sigmoid_gradient" in out and "failed as expected" in out, out
     instructor = hub.login("instructor", hub.instructor_password)
     page = instructor.get(f"{hub.url}/services/progress/", timeout=30)
     assert page.status_code == 200
     assert "carol" in page.text and "alice" in page.text  # a row for everyone logged in
     assert "http-equiv=refresh" in page.text
-    rows = list(csv.DictReader(io.StringIO(
-        instructor.get(f"{hub.url}/services/progress/results.csv", timeout=30).text
-    )))  # fmt: skip
+    rows = list(
+        csv.DictReader(
+            io.StringIO(instructor.get(f"{hub.url}/services/progress/results.csv", timeout=30).text)
+        )
+    )
     carol = {r["exercise"]: r for r in rows if r["participant"] == "carol"}
     assert carol["sigmoid_gradient"]["result"] == "pass"
     assert (
@@ -154,18 +165,25 @@ def test_an_exercise_check_reaches_the_instructors_page_only(hub, room):
     assert carol["backprop"]["result"] == "not run"
     # the participant cannot read the room's results, in the browser or with their token
     assert session.get(f"{hub.url}/services/progress/", timeout=30).status_code == 403
-    r = requests.get(f"{hub.url}/services/progress/api/results",
-                     headers={"Authorization": f"token {token}"}, timeout=30)  # fmt: skip
+    r = requests.get(
+        f"{hub.url}/services/progress/api/results",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
     assert r.status_code == 403
     # ... nor write in another's name: the name comes from the token
     r = requests.post(
         f"{hub.url}/services/progress/api/results",
         json={"exercise": "backprop", "passed": True, "participant": "alice", "user": "alice"},
-        headers={"Authorization": f"token {token}"}, timeout=30,
-    )  # fmt: skip
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
     assert r.status_code == 201 and r.json()["participant"] == "carol"
-    r = requests.post(f"{hub.url}/services/progress/api/results",
-                      json={"exercise": "backprop", "passed": True}, timeout=30)  # fmt: skip
+    r = requests.post(
+        f"{hub.url}/services/progress/api/results",
+        json={"exercise": "backprop", "passed": True},
+        timeout=30,
+    )
     assert r.status_code in (302, 403)
 
 
@@ -218,9 +236,13 @@ def test_notebooks_are_never_overwritten_and_one_comes_back_fresh(hub, room):
     hub.wait_ready("bob", token)
     assert mine.read_bytes() == edited
     # fresh: notebook 02 from the course, bob's version kept beside it, 01 untouched
-    out = hub.run("bob", token, "import subprocess, sys\n"
-                  "print(subprocess.run([sys.executable, '-m', 'workshop.hub', 'fresh', '02'],"
-                  " capture_output=True, text=True).stdout)")  # fmt: skip
+    out = hub.run(
+        "bob",
+        token,
+        "import subprocess, sys\n"
+        "print(subprocess.run([sys.executable, '-m', 'workshop.hub', 'fresh', '02'],"
+        " capture_output=True, text=True).stdout)",
+    )
     assert "fresh copy" in out, out
     kept = list(mine.parent.glob("02_fcn_alexnet.*.ipynb"))
     assert len(kept) == 1 and kept[0].read_bytes() == edited
@@ -236,8 +258,9 @@ def test_solutions_arrive_only_when_released(hub, room):
     assert "Release the solutions" in page.text
     r = instructor.post(
         f"{hub.url}/services/progress/release",
-        data={"_xsrf": instructor.cookies.get("_xsrf", path="/services/progress/")}, timeout=60,
-    )  # fmt: skip
+        data={"_xsrf": instructor.cookies.get("_xsrf", path="/services/progress/")},
+        timeout=60,
+    )
     assert r.status_code == 200 and "Solutions are released" in r.text
     out = hub.run("alice", token, "import os; print(sorted(os.listdir('solutions')))")
     assert "01_mlp_backprop.ipynb" in out
@@ -250,8 +273,11 @@ def test_solutions_arrive_only_when_released(hub, room):
 def test_memory_limit_stops_one_kernel_and_spares_the_others(hub, room):
     mem, cpus = GROUPS.limits(hub.unix("alice"))
     assert mem == parse_size("1200M") and cpus == 1.0
-    assert GROUPS.limits(hub.unix("instructor"))[0] == parse_size("2G") if (
-        GROUPS.memory / hub.unix("instructor")).exists() else True  # fmt: skip
+    assert (
+        GROUPS.limits(hub.unix("instructor"))[0] == parse_size("2G")
+        if (GROUPS.memory / hub.unix("instructor")).exists()
+        else True
+    )
     _, alice = room["alice"]
     _, bob = room["bob"]
     hog = hub.run(
@@ -264,11 +290,15 @@ def test_memory_limit_stops_one_kernel_and_spares_the_others(hub, room):
 
 def test_participants_cannot_read_the_hub_state_nor_change_the_share(hub, room):
     _, token = room["alice"]
-    out = hub.run("alice", token, (
-        "import os\n"
-        f"print(os.access({str(hub.state)!r}, os.R_OK), os.access({str(hub.share)!r}, os.W_OK),"
-        f" os.access({str(hub.share / 'course' / 'models')!r}, os.W_OK))"
-    ))  # fmt: skip
+    out = hub.run(
+        "alice",
+        token,
+        (
+            "import os\n"
+            f"print(os.access({str(hub.state)!r}, os.R_OK), os.access({str(hub.share)!r}, os.W_OK),"
+            f" os.access({str(hub.share / 'course' / 'models')!r}, os.W_OK))"
+        ),
+    )
     assert out.split() == ["False", "False", "False"]
 
 
@@ -276,8 +306,11 @@ def test_participants_cannot_read_the_hub_state_nor_change_the_share(hub, room):
 def culling_hub(tmp_path_factory):
     hub = Hub(
         tmp_path_factory.mktemp("cull") / "state",
-        hub_idle_timeout=30, hub_cull_every=5, hub_activity_interval=5, hub_demo="false",
-    )  # fmt: skip
+        hub_idle_timeout=30,
+        hub_cull_every=5,
+        hub_activity_interval=5,
+        hub_demo="false",
+    )
     try:
         yield hub.start()
     finally:

@@ -68,9 +68,13 @@ def test_passwords_are_generated_once_and_kept_private(tmp_path):
 
 def _serve(env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "workshop.hub", "serve"], cwd=ROOT, capture_output=True,
-        text=True, timeout=120, env={**os.environ, **env},
-    )  # fmt: skip
+        [sys.executable, "-m", "workshop.hub", "serve"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
 
 
 def test_mistakes_end_with_one_sentence_and_exit_2(tmp_path):
@@ -84,8 +88,12 @@ def test_mistakes_end_with_one_sentence_and_exit_2(tmp_path):
             ({"HUB_PORT": str(port)}, f"port {port} on 127.0.0.1 is taken"),
         ]
         if os.geteuid() == 0:
-            cases.append(({"HUB_EXTRA": json.dumps({"proxy": str(tmp_path / "no-proxy")})},
-                          "configurable-http-proxy is missing"))  # fmt: skip
+            cases.append(
+                (
+                    {"HUB_EXTRA": json.dumps({"proxy": str(tmp_path / "no-proxy")})},
+                    "configurable-http-proxy is missing",
+                )
+            )
         for env, message in cases:
             done = _serve({"HUB_STATE": state, **env})
             assert done.returncode == 2, done.stderr
@@ -164,13 +172,16 @@ def test_cgroup_limits_on_this_machine():
         assert groups.limits(name) == (parse_size("300M"), 0.25)
         hog = subprocess.run(
             [sys.executable, "-c", "x = bytearray(600 * 2**20); x[::4096] = b'1' * len(x[::4096])"],
-            preexec_fn=lambda: groups.join(name), capture_output=True,
-        )  # fmt: skip
+            preexec_fn=lambda: groups.join(name),
+            capture_output=True,
+        )
         assert hog.returncode == -9  # the kernel's OOM killer, inside this group only
         small = subprocess.run(
             [sys.executable, "-c", "print(len(bytearray(50 * 2**20)))"],
-            preexec_fn=lambda: groups.join(name), capture_output=True, text=True,
-        )  # fmt: skip
+            preexec_fn=lambda: groups.join(name),
+            capture_output=True,
+            text=True,
+        )
         assert small.stdout.strip() == str(50 * 2**20)
     finally:
         groups.remove(name)

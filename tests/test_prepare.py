@@ -47,16 +47,25 @@ def jpeg(seed: int, size=(96, 80)) -> bytes:
 
 
 def make(*args, env=None, timeout=600):
-    run = subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True,
-                         text=True, timeout=timeout, env={**os.environ, **(env or {})})  # fmt: skip
+    run = subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     return run
 
 
 @pytest.mark.slow
 def test_petimages_are_prepared_then_trained_on(served, tmp_path):
     folder, url = served
-    members = {f"PetImages/{c}/{i}.jpg": jpeg(i + 10 * k) for k, c in enumerate(("Cat", "Dog"))
-               for i in range(8)}  # fmt: skip
+    members = {
+        f"PetImages/{c}/{i}.jpg": jpeg(i + 10 * k)
+        for k, c in enumerate(("Cat", "Dog"))
+        for i in range(8)
+    }
     members["PetImages/Cat/666.jpg"] = b"\xff\xd8 not really a jpeg"  # corrupt
     members["PetImages/Dog/11702.jpg"] = b""  # zero bytes, as in the real archive
     members["PetImages/Dog/Thumbs.db"] = b"windows thumbnails"
@@ -66,8 +75,12 @@ def test_petimages_are_prepared_then_trained_on(served, tmp_path):
             zf.writestr(name, data)
     (folder / "kagglecatsanddogs_5340.zip").write_bytes(buf.getvalue())
     data = tmp_path / "data"
-    run = make("data", "DATASET=cats-dogs", f"DATA_DIR={data}",
-               f"ARGS=--url={url}/kagglecatsanddogs_5340.zip")  # fmt: skip
+    run = make(
+        "data",
+        "DATASET=cats-dogs",
+        f"DATA_DIR={data}",
+        f"ARGS=--url={url}/kagglecatsanddogs_5340.zip",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((data / "cats-dogs" / "report.json").read_text())
     assert report["skipped"] == {"corrupt": 1, "zero bytes": 1, "not an image file": 1}
@@ -76,9 +89,13 @@ def test_petimages_are_prepared_then_trained_on(served, tmp_path):
     checksums = json.loads((data / "downloads" / "checksums.json").read_text())
     assert len(next(iter(checksums.values()))) == 64  # recorded on first use
     art = tmp_path / "artifacts"
-    run = make("train-alexnet", "DATASET=cats-dogs", f"DATA_DIR={data}", f"ARTIFACTS={art}",
-               "ARGS=--epochs=1 --max_steps=2 --width=0.125 --batch_size=4 "
-               "--sliding_check=false")  # fmt: skip
+    run = make(
+        "train-alexnet",
+        "DATASET=cats-dogs",
+        f"DATA_DIR={data}",
+        f"ARTIFACTS={art}",
+        "ARGS=--epochs=1 --max_steps=2 --width=0.125 --batch_size=4 --sliding_check=false",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((art / "alexnet" / "metrics.json").read_text())
     assert metrics["dataset"] == "cats-dogs" and metrics["epochs"] == 1
@@ -89,13 +106,28 @@ def coco_split(base_url: str, ids: range, missing: int | None = None) -> tuple[d
     images, anns, files = [], [], {}
     for i in ids:
         name = f"{i:012d}.jpg"
-        images.append({"id": i, "file_name": name, "width": 320, "height": 240,
-                       "coco_url": f"{base_url}/images/{name}"})  # fmt: skip
+        images.append(
+            {
+                "id": i,
+                "file_name": name,
+                "width": 320,
+                "height": 240,
+                "coco_url": f"{base_url}/images/{name}",
+            }
+        )
         if i != missing:
             files[name] = jpeg(i, (320, 240))
         cat = (17, 18, 1)[i % 3]
-        anns.append({"id": 1000 + i, "image_id": i, "category_id": cat, "iscrowd": 0,
-                     "bbox": [40, 30, 120, 100], "area": 12000})  # fmt: skip
+        anns.append(
+            {
+                "id": 1000 + i,
+                "image_id": i,
+                "category_id": cat,
+                "iscrowd": 0,
+                "bbox": [40, 30, 120, 100],
+                "area": 12000,
+            }
+        )
     cats = [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 18, "name": "dog"}]
     return {"images": images, "annotations": anns, "categories": cats}, files
 
@@ -116,31 +148,72 @@ def test_a_coco_subset_is_prepared_then_trained_on(served, tmp_path, python):
                 (folder / "images" / name).write_bytes(data)
     (folder / "annotations_trainval2017.zip").write_bytes(buf.getvalue())
     data = tmp_path / "data"
-    run = subprocess.run([python, "-m", "workshop.data.prepare", "coco", "--categories=cat,dog",
-                          f"--data_dir={data}", f"--url={url}/annotations_trainval2017.zip",
-                          "--retries=0"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            python,
+            "-m",
+            "workshop.data.prepare",
+            "coco",
+            "--categories=cat,dog",
+            f"--data_dir={data}",
+            f"--url={url}/annotations_trainval2017.zip",
+            "--retries=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     train = json.loads((data / "coco-cat-dog" / "train" / "annotations.json").read_text())
-    assert train["categories"] == [{"id": 1, "name": "cat", "supercategory": ""},
-                                   {"id": 2, "name": "dog", "supercategory": ""}]  # fmt: skip
+    assert train["categories"] == [
+        {"id": 1, "name": "cat", "supercategory": ""},
+        {"id": 2, "name": "dog", "supercategory": ""},
+    ]
     assert {a["category_id"] for a in train["annotations"]} == {1, 2}
     report = json.loads((data / "coco-cat-dog" / "report.json").read_text())
     assert report["splits"]["train"] == {"images": 7, "failed": 1, "annotations": 7}
     out = tmp_path / "det"
-    run = subprocess.run([python, "-m", "workshop.train_detectnet", "--dataset=coco",
-                          "--categories=cat,dog", f"--data_dir={data}", f"--out_dir={out}",
-                          "--epochs=1", "--max_steps=2", "--width=0.125", "--init=none",
-                          "--batch_size=2", "--crop_h=160", "--crop_w=224"],
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = subprocess.run(
+        [
+            python,
+            "-m",
+            "workshop.train_detectnet",
+            "--dataset=coco",
+            "--categories=cat,dog",
+            f"--data_dir={data}",
+            f"--out_dir={out}",
+            "--epochs=1",
+            "--max_steps=2",
+            "--width=0.125",
+            "--init=none",
+            "--batch_size=2",
+            "--crop_h=160",
+            "--crop_w=224",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["dataset"] == "coco-cat-dog" and set(metrics["per_class_AP"]) == {"cat", "dog"}
 
 
 def test_offline_the_message_names_the_offline_default(python, tmp_path):
-    run = subprocess.run([python, "-m", "workshop.data.prepare", "cats-dogs",
-                          f"--data_dir={tmp_path}", "--url=http://127.0.0.1:9/pets.zip",
-                          "--retries=0"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        [
+            python,
+            "-m",
+            "workshop.data.prepare",
+            "cats-dogs",
+            f"--data_dir={tmp_path}",
+            "--url=http://127.0.0.1:9/pets.zip",
+            "--retries=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "make train-alexnet" in run.stderr and "Offline?" in run.stderr
     assert not list(tmp_path.rglob("*.zip"))
@@ -150,14 +223,21 @@ def test_offline_the_message_names_the_offline_default(python, tmp_path):
     ("module", "args", "hint"),
     [
         ("workshop.train_alexnet", ["--dataset=cats-dogs"], "make data DATASET=cats-dogs"),
-        ("workshop.train_detectnet", ["--dataset=coco", "--categories=cat"],
-         "make data DATASET=coco CATEGORIES=cat"),
+        (
+            "workshop.train_detectnet",
+            ["--dataset=coco", "--categories=cat"],
+            "make data DATASET=coco CATEGORIES=cat",
+        ),
         ("workshop.train_mlp", ["--dataset=mnist"], "make data DATASET=mnist"),
     ],
-)  # fmt: skip
+)
 def test_trainers_say_how_to_get_missing_real_data(python, tmp_path, module, args, hint):
-    run = subprocess.run([python, "-m", module, *args, f"--data_dir={tmp_path}"],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        [python, "-m", module, *args, f"--data_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode != 0 and hint in run.stderr and "Traceback" not in run.stderr
     assert "offline default" in run.stderr
 

@@ -157,8 +157,11 @@ class CookieProxy:
         if request.cookies.get("proxy_session") != "abc123":
             self.refused += 1
             return web.Response(status=403, text="log in first")
-        headers = {k: v for k, v in request.headers.items()
-                   if k.lower() in ("cookie", "x-xsrftoken", "content-type")}  # fmt: skip
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("cookie", "x-xsrftoken", "content-type")
+        }
         url = self.upstream + request.rel_url.path_qs
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
             if request.headers.get("Upgrade", "").lower() == "websocket":
@@ -168,8 +171,12 @@ class CookieProxy:
                 protocols = [
                     p.strip() for p in request.headers["Sec-WebSocket-Protocol"].split(",")
                 ]
-                async with http.ws_connect(url.replace("http", "ws", 1), protocols=protocols,
-                                           headers=headers, max_msg_size=0) as up:  # fmt: skip
+                async with http.ws_connect(
+                    url.replace("http", "ws", 1),
+                    protocols=protocols,
+                    headers=headers,
+                    max_msg_size=0,
+                ) as up:
 
                     async def pump(src, dst):
                         async for msg in src:

@@ -53,12 +53,19 @@ def test_each_part_has_its_own_stream(tmp_path):
     """More training scenes must not change the held-out scenes (or the crops)."""
     cfg = synthetic.SyntheticConfig(seed=2).small()
     a = synthetic.generate(tmp_path / "a", cfg)
-    more = synthetic.SyntheticConfig(seed=2, train_per_class=cfg.train_per_class,
-                                     val_per_class=cfg.val_per_class, train_scenes=20,
-                                     val_scenes=cfg.val_scenes)  # fmt: skip
+    more = synthetic.SyntheticConfig(
+        seed=2,
+        train_per_class=cfg.train_per_class,
+        val_per_class=cfg.val_per_class,
+        train_scenes=20,
+        val_scenes=cfg.val_scenes,
+    )
     b = synthetic.generate(tmp_path / "b", more)
-    for rel in ("scenes/val/annotations.json", "scenes/val/images/scene_00000.jpg",
-                "crops/val/star/star_00000.jpg"):  # fmt: skip
+    for rel in (
+        "scenes/val/annotations.json",
+        "scenes/val/images/scene_00000.jpg",
+        "crops/val/star/star_00000.jpg",
+    ):
         assert (a / rel).read_bytes() == (b / rel).read_bytes()
     train = COCO(str(b / "scenes" / "train" / "annotations.json"))
     assert len(train.getImgIds()) == 20

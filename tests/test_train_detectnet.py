@@ -25,8 +25,16 @@ def write_coco(root, images, categories):
         arr = np.full((size[1], size[0], 3), 40, np.uint8)
         for cat_id, (x, y, w, h) in boxes:
             arr[int(y) : int(y + h), int(x) : int(x + w)] = 220
-            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cat_id,
-                         "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": i,
+                    "category_id": cat_id,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
         Image.fromarray(arr).save(root / "images" / f"{i}.png")
         entries.append({"id": i, "file_name": f"{i}.png", "width": size[0], "height": size[1]})
     path = root / "annotations.json"
@@ -44,7 +52,7 @@ def test_category_subset_is_remapped_in_coco_id_order(tmp_path):
             ((200, 150), [(9, (10, 10, 50, 40)), (5, (100, 50, 60, 60))]),
             ((300, 200), [(2, (20, 30, 80, 60))]),
             ((100, 100), [(5, (10, 10, 30, 30))]),
-        ],  # fmt: skip
+        ],
         CATEGORIES,
     )
     everything = detection.CocoDetection(path)
@@ -100,12 +108,14 @@ def test_cut_objects_become_dont_care_regions():
 
 def test_training_batch_targets_match_the_crops(tmp_path):
     path = write_coco(
-        tmp_path, [((512, 384), [(9, (100.0, 80.0, 120.0, 110.0)), (2, (300, 200, 90, 90))])],
+        tmp_path,
+        [((512, 384), [(9, (100.0, 80.0, 120.0, 110.0)), (2, (300, 200, 90, 90))])],
         CATEGORIES,
-    )  # fmt: skip
+    )
     data = detection.CocoDetection(path)
-    x, t = detection.training_batch(data, [0, 0, 0], (192, 256), detection.Augment(),
-                                    np.random.default_rng(0))  # fmt: skip
+    x, t = detection.training_batch(
+        data, [0, 0, 0], (192, 256), detection.Augment(), np.random.default_rng(0)
+    )
     assert x.shape == (3, 3, 192, 256) and x.is_contiguous(memory_format=torch.channels_last)
     assert t["coverage"].shape == (3, 3, grid_size(192), grid_size(256))  # every category
     assert t["bboxes"].shape == (3, 4, grid_size(192), grid_size(256))
@@ -165,8 +175,12 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, python):
     args = ("--epochs=3", "--max_steps=4")
     run_trainer(python, *smoke_args(tmp_path / "straight", data, *args), env=env)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([python, *smoke_args(killed, data, *args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [python, *smoke_args(killed, data, *args)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not (killed / "train_state.pt").exists():  # wait for epoch 1's checkpoint
         assert proc.poll() is None and time.monotonic() < deadline
@@ -185,9 +199,15 @@ def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, python):
 def test_torchrun_two_ranks_end_identical(tmp_path, python):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = run_trainer(python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                      *smoke_args(out, tmp_path / "data", "--epochs=1", "--max_steps=2"),
-                      env=env)  # fmt: skip
+    run = run_trainer(
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        *smoke_args(out, tmp_path / "data", "--epochs=1", "--max_steps=2"),
+        env=env,
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2
     assert len(set(metrics["rank_weight_digests"])) == 1
@@ -201,9 +221,10 @@ def test_a_trained_detector_finds_the_boxes_it_was_shown(tmp_path):
 
     torch.manual_seed(0)
     path = write_coco(
-        tmp_path, [((256, 192), [(9, (40.0, 30.0, 80.0, 70.0)), (2, (150, 90, 70, 70))])],
+        tmp_path,
+        [((256, 192), [(9, (40.0, 30.0, 80.0, 70.0)), (2, (150, 90, 70, 70))])],
         CATEGORIES[:2],
-    )  # fmt: skip
+    )
     data = detection.CocoDetection(path)
     model = DetectNet(num_classes=2, width=0.125)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -239,8 +260,12 @@ def test_trainer_mistakes_are_messages_not_tracebacks(python, args, message, tmp
 @pytest.mark.gpu
 def test_cuda_path_trains_with_bf16_and_channels_last(tmp_path, python):
     out = tmp_path / "cuda"
-    run_trainer(python, *smoke_args(out, tmp_path / "data", "--device=cuda", "--epochs=1",
-                                    "--max_steps=2", "--width=1"))  # fmt: skip
+    run_trainer(
+        python,
+        *smoke_args(
+            out, tmp_path / "data", "--device=cuda", "--epochs=1", "--max_steps=2", "--width=1"
+        ),
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda") and 0 <= metrics["AP"] <= 1
 
@@ -253,7 +278,7 @@ def test_ground_truth_holds_only_the_sets_images_and_categories(tmp_path):
             ((200, 150), [(9, (10, 10, 50, 40)), (5, (100, 50, 60, 60))]),
             ((300, 200), [(2, (20, 30, 80, 60))]),
             ((100, 100), [(9, (10, 10, 30, 30))]),
-        ],  # fmt: skip
+        ],
         CATEGORIES,
     )
     dogs = detection.CocoDetection(path, categories=["dog"])

@@ -217,8 +217,12 @@ def test_helm_value_matches_the_one_machine_hub(trait):
 def test_file_parses_into_the_charts_sections():
     assert set(VALUES) == {"custom", "hub", "singleuser", "cull", "scheduling", "prePuller"}
     assert set(helm("hub.config")) == {
-        "JupyterHub", "SharedPasswordAuthenticator", "Authenticator", "Spawner", "KubeSpawner"
-    }  # fmt: skip
+        "JupyterHub",
+        "SharedPasswordAuthenticator",
+        "Authenticator",
+        "Spawner",
+        "KubeSpawner",
+    }
 
 
 def test_hub_config_names_real_traits():
@@ -229,7 +233,7 @@ def test_hub_config_names_real_traits():
         "Spawner": Spawner,
         "SharedPasswordAuthenticator": SharedPasswordAuthenticator,
         "KubeSpawner": Spawner,
-    }  # fmt: skip  (KubeSpawner is not installed here)
+    }  # KubeSpawner is not installed here: its traits are looked up on Spawner
     for section, traits in helm("hub.config").items():
         missing = set(traits) - set(classes[section].class_trait_names(config=True))
         assert not missing, f"hub.config.{section}: no such trait {missing}"
@@ -283,9 +287,11 @@ def test_instructor_limits(monkeypatch):
 
     def spawner(name):
         return types.SimpleNamespace(
-            user=types.SimpleNamespace(name=name), environment=env,
-            mem_limit=helm("singleuser.memory.limit"), cpu_limit=helm("singleuser.cpu.limit"),
-        )  # fmt: skip
+            user=types.SimpleNamespace(name=name),
+            environment=env,
+            mem_limit=helm("singleuser.memory.limit"),
+            cpu_limit=helm("singleuser.cpu.limit"),
+        )
 
     teacher, participant = spawner(DEFAULTS.instructor), spawner("alice")
     hook(teacher)

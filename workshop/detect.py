@@ -58,14 +58,16 @@ def to_coco_results(image_id: int, boxes, scores, labels, cat_ids: list[int]) ->
     ]
 
 
-def evaluate_detector(model, data: CocoDetection, *, threshold=THRESHOLD, iou=CLUSTER_IOU,
-                      device=None, limit: int = 0) -> tuple[dict, list[dict]]:  # fmt: skip
+def evaluate_detector(
+    model, data: CocoDetection, *, threshold=THRESHOLD, iou=CLUSTER_IOU, device=None, limit: int = 0
+) -> tuple[dict, list[dict]]:
     """COCOeval AP/AP50/AP75/per-class AP and DIGITS' precision and recall at IoU 0.7."""
     samples = range(len(data)) if not limit else range(min(limit, len(data)))
     detections = []
     for k in tqdm(samples, desc="evaluating", leave=False):
-        boxes, scores, labels = detect(model, data.image(k), threshold=threshold, iou=iou,
-                                       device=device)  # fmt: skip
+        boxes, scores, labels = detect(
+            model, data.image(k), threshold=threshold, iou=iou, device=device
+        )
         detections += to_coco_results(data.samples[k].image_id, boxes, scores, labels, data.cat_ids)
     gt = data.ground_truth(len(samples))  # only the images run, in the set's categories
     metrics = coco_evaluate(gt, detections)

@@ -35,13 +35,16 @@ def subset_coco(coco: COCO, image_ids, cat_ids) -> COCO:
     """The ground truth of only these images and categories (what a model was run on)."""
     images, cats = set(image_ids), set(cat_ids)
     d = coco.dataset
-    return load_coco({
-        **d,
-        "images": [i for i in d["images"] if i["id"] in images],
-        "annotations": [a for a in d["annotations"]
-                        if a["image_id"] in images and a["category_id"] in cats],
-        "categories": [c for c in d["categories"] if c["id"] in cats],
-    })  # fmt: skip
+    return load_coco(
+        {
+            **d,
+            "images": [i for i in d["images"] if i["id"] in images],
+            "annotations": [
+                a for a in d["annotations"] if a["image_id"] in images and a["category_id"] in cats
+            ],
+            "categories": [c for c in d["categories"] if c["id"] in cats],
+        }
+    )
 
 
 def coco_evaluate(coco_gt: COCO, detections: list[dict]) -> dict:
@@ -67,8 +70,12 @@ def coco_evaluate(coco_gt: COCO, detections: list[dict]) -> dict:
         per_class[coco_gt.cats[int(cat_id)]["name"]] = (
             float(p[p > -1].mean()) if (p > -1).any() else 0.0
         )
-    return {"AP": float(ev.stats[0]), "AP50": float(ev.stats[1]), "AP75": float(ev.stats[2]),
-            "per_class_AP": per_class}  # fmt: skip
+    return {
+        "AP": float(ev.stats[0]),
+        "AP50": float(ev.stats[1]),
+        "AP75": float(ev.stats[2]),
+        "per_class_AP": per_class,
+    }
 
 
 def _xyxy(bbox) -> np.ndarray:
@@ -76,8 +83,9 @@ def _xyxy(bbox) -> np.ndarray:
     return np.array([x, y, x + w, y + h], float)
 
 
-def digits_precision_recall(coco_gt: COCO, detections: list[dict], iou: float = 0.7,
-                            min_score: float = 0.0) -> dict:  # fmt: skip
+def digits_precision_recall(
+    coco_gt: COCO, detections: list[dict], iou: float = 0.7, min_score: float = 0.0
+) -> dict:
     """Precision and recall at one IoU, greedy one-to-one matching per image and class."""
     tp = fp = 0
     n_gt = len(coco_gt.getAnnIds())
@@ -106,5 +114,9 @@ def digits_precision_recall(coco_gt: COCO, detections: list[dict], iou: float = 
             fp += 1
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / n_gt if n_gt else 0.0
-    return {"precision": precision, "recall": recall, "precision_x_recall": precision * recall,
-            "iou": iou}  # fmt: skip
+    return {
+        "precision": precision,
+        "recall": recall,
+        "precision_x_recall": precision * recall,
+        "iou": iou,
+    }

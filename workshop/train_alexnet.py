@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     metrics.update(
         engine.run_metrics(
             run, cfg, train_seconds=train_seconds, digests=digests, dataset=data_name
-        ),  # fmt: skip
+        ),
         skipped_images=train.skipped,
     )
     engine.write_json(out / "metrics.json", metrics)

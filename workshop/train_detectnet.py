@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     val.preload()  # scored every epoch (held-out loss) and at the end: decode the files once
     classes = train.classes
     n_boxes = sum(len(s.boxes) for s in train.samples)
-    log(f"data: {data_name}: {len(train)} train images ({n_boxes} boxes) / {len(val)} held out, "
-        f"classes {classes}")  # fmt: skip
+    log(
+        f"data: {data_name}: {len(train)} train images ({n_boxes} boxes) / {len(val)} held out, "
+        f"classes {classes}"
+    )
 
     model = DetectNet(num_classes=len(classes), width=width)
     backbone = init_backbone(model, cfg, width, log)
@@ -186,40 +188,73 @@ def main(argv: list[str] | None = None) -> dict | None:
         batches = engine.epoch_batches(len(train), cfg.batch_size, epoch, cfg.seed, d)[:steps]
         state["rng"] = np.random.default_rng([cfg.seed, epoch, d.rank])
         stats = engine.train_one_epoch(
-            train_model, batches, train_batch, loss_fn, optimizer, scheduler, device,
-            epoch=epoch + 1, d=d, channels_last=cfg.channels_last, desc="detectnet",
-        )  # fmt: skip
-        val_stats = engine.evaluate(raw, val_batches, val_batch, loss_fn, device,
-                                    channels_last=cfg.channels_last)  # fmt: skip
-        history.append({"epoch": epoch + 1, **{f"train_{k}": v for k, v in stats.items()},
-                        "val_loss": val_stats["loss"]})  # fmt: skip
-        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['loss']:.3f} (coverage "
+            train_model,
+            batches,
+            train_batch,
+            loss_fn,
+            optimizer,
+            scheduler,
+            device,
+            epoch=epoch + 1,
+            d=d,
+            channels_last=cfg.channels_last,
+            desc="detectnet",
+        )
+        val_stats = engine.evaluate(
+            raw, val_batches, val_batch, loss_fn, device, channels_last=cfg.channels_last
+        )
+        history.append(
+            {
+                "epoch": epoch + 1,
+                **{f"train_{k}": v for k, v in stats.items()},
+                "val_loss": val_stats["loss"],
+            }
+        )
+        log(
+            f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['loss']:.3f} (coverage "
             f"{stats['coverage']:.3f}, boxes {stats['bboxes']:.3f}; {stats['images_per_s']:.0f} "
-            f"img/s), held-out loss {val_stats['loss']:.3f}")  # fmt: skip
+            f"img/s), held-out loss {val_stats['loss']:.3f}"
+        )
         if d.is_main:
-            engine.save_training_state(state_path, raw, optimizer, scheduler, epoch=epoch + 1,
-                                       model_name="detectnet", model_args=model_args,
-                                       history=history, meta=meta)  # fmt: skip
+            engine.save_training_state(
+                state_path,
+                raw,
+                optimizer,
+                scheduler,
+                epoch=epoch + 1,
+                model_name="detectnet",
+                model_args=model_args,
+                history=history,
+                meta=meta,
+            )
             engine.write_json(out / "history.json", {"history": history})
             plot_curves(history, out / "curves.png", title=f"DetectNet (width {width})")
     train_seconds = time.perf_counter() - started
     digests = engine.end_run(raw, d)  # other ranks end here; the main one evaluates
 
     raw = raw.float().to(memory_format=torch.contiguous_format).eval()
-    metrics, detections = evaluate_detector(raw, val, threshold=cfg.threshold, iou=cfg.cluster_iou,
-                                            limit=cfg.eval_images)  # fmt: skip
+    metrics, detections = evaluate_detector(
+        raw, val, threshold=cfg.threshold, iou=cfg.cluster_iou, limit=cfg.eval_images
+    )
     metrics.update(
         engine.run_metrics(
             run, cfg, train_seconds=train_seconds, digests=digests, dataset=data_name
-        ),  # fmt: skip
+        ),
         backbone=backbone,
         train_images=len(train),
         held_out_images=metrics["images"],
         epochs=history[-1]["epoch"] if history else 0,
     )
     meta["metrics"] = {k: metrics[k] for k in ("AP", "AP50", "AP75")}
-    save_checkpoint(out / "checkpoint.pt", raw, model_name="detectnet", model_args=model_args,
-                    epoch=metrics["epochs"], metrics=metrics, meta=meta)  # fmt: skip
+    save_checkpoint(
+        out / "checkpoint.pt",
+        raw,
+        model_name="detectnet",
+        model_args=model_args,
+        epoch=metrics["epochs"],
+        metrics=metrics,
+        meta=meta,
+    )
     engine.write_json(out / "metrics.json", metrics)
     engine.write_json(out / "detections.json", {"detections": detections})
     for n in range(min(3, len(val))):

@@ -185,7 +185,7 @@ def place(image: torch.Tensor, crop_hw, scale: float, origin, out: torch.Tensor 
     patch = image[:, y0:y1, x0:x1]
     if (dy1 - dy0, dx1 - dx0) != tuple(patch.shape[1:]):
         patch = F.interpolate(patch[None], size=(dy1 - dy0, dx1 - dx0), mode="bilinear",
-                              align_corners=False, antialias=True)[0]  # fmt: skip
+                              align_corners=False, antialias=True)[0]
     crop[:, dy0:dy1, dx0:dx1] = patch
     return crop, (sx, sy, dx0 - x0 * sx, dy0 - y0 * sy)
 
@@ -198,7 +198,7 @@ def transform_boxes(boxes: np.ndarray, affine, crop_hw, flip: bool):
     if flip:
         b = np.stack([W - b[:, 2], b[:, 1], W - b[:, 0], b[:, 3]], 1)
     clipped = np.stack([b[:, 0].clip(0, W), b[:, 1].clip(0, H), b[:, 2].clip(0, W),
-                        b[:, 3].clip(0, H)], 1)  # fmt: skip
+                        b[:, 3].clip(0, H)], 1)
     area = (b[:, 2:] - b[:, :2]).clip(0).prod(1)
     visible = (clipped[:, 2:] - clipped[:, :2]).clip(0).prod(1) / np.maximum(area, 1e-6)
     keep = visible >= MIN_VISIBLE
@@ -239,7 +239,7 @@ def training_batch(data: CocoDetection, indices, crop_hw, aug: Augment, rng: np.
     scale_ = a * c / std
     shift = (a * grey * (1 - c) - mean) / std
     x = torch.addcmul(torch.from_numpy(shift).float()[..., None, None], crops.float(),
-                      torch.from_numpy(scale_).float()[..., None, None])  # fmt: skip
+                      torch.from_numpy(scale_).float()[..., None, None])
     return x, {k: torch.stack(v) for k, v in targets.items()}
 
 

@@ -51,7 +51,7 @@ def _check_space(folder: Path, need: int) -> None:
 
 
 def download(url: str, dest, *, sha256: str | None = None, retries: int = 4,
-             backoff: float = 1.0, timeout: float = 30.0, progress: bool = True) -> Path:  # fmt: skip
+             backoff: float = 1.0, timeout: float = 30.0, progress: bool = True) -> Path:
     """Fetch url to dest (see the module docstring); returns dest.
 
     A dest that already exists is kept when it matches ``sha256`` (or when no
@@ -79,7 +79,7 @@ def download(url: str, dest, *, sha256: str | None = None, retries: int = 4,
                 raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
             last_error = err
         except (urllib.error.URLError, TimeoutError, ConnectionError, socket.timeout,
-                _Incomplete) as err:  # fmt: skip
+                _Incomplete) as err:
             last_error = err
     else:
         reason = getattr(last_error, "reason", last_error)
@@ -121,7 +121,7 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
         with open(part, "ab" if have else "wb") as f, tqdm(
             total=total, initial=have, unit="B", unit_scale=True, disable=not progress,
             desc=Path(url).name[:40], leave=False,
-        ) as bar:  # fmt: skip
+        ) as bar:
             while block := response.read(CHUNK):
                 f.write(block)
                 got += len(block)
@@ -145,7 +145,7 @@ def _inside(root: Path, name: str) -> bool:
 def _check_member(archive: Path, root: Path, name: str) -> None:
     if not _inside(root, name):
         raise DownloadError(f"{archive.name}: refused member {name!r} (it would land outside the "
-                            "target folder)")  # fmt: skip
+                            "target folder)")
 
 
 def safe_extract(archive, target) -> Path:
@@ -164,7 +164,7 @@ def safe_extract(archive, target) -> Path:
                     _check_member(archive, root, info.filename)
                     if (info.external_attr >> 16) & 0o170000 == 0o120000:
                         raise DownloadError(f"{archive.name}: refused symbolic link "
-                                            f"{info.filename!r}")  # fmt: skip
+                                            f"{info.filename!r}")
                 zf.extractall(root)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
@@ -172,10 +172,10 @@ def safe_extract(archive, target) -> Path:
                     _check_member(archive, root, m.name)
                     if m.issym() or m.islnk():
                         link = (Path(m.name).parent / m.linkname) if m.issym() else Path(
-                            m.linkname)  # fmt: skip
+                            m.linkname)
                         if not _inside(root, str(link)):
                             raise DownloadError(f"{archive.name}: refused link {m.name!r} -> "
-                                                f"{m.linkname!r} (points outside)")  # fmt: skip
+                                                f"{m.linkname!r} (points outside)")
                     elif not (m.isfile() or m.isdir()):
                         raise DownloadError(f"{archive.name}: refused special file {m.name!r}")
                 tf.extractall(root, filter="data")

@@ -94,7 +94,7 @@ def prepare_cats_dogs(data_dir: Path, url: str, retries: int = 4) -> Path:
             _link(path, tmp / ("val" if is_val else "train") / name / path.name)
         counts[name] = {"train": int((~held).sum()), "val": int(held.sum())}
     report = {"source": url, "classes": folder.classes, "counts": counts,
-              "skipped": dict(folder.skipped)}  # fmt: skip
+              "skipped": dict(folder.skipped)}
     (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
@@ -102,7 +102,7 @@ def prepare_cats_dogs(data_dir: Path, url: str, retries: int = 4) -> Path:
 
 
 def prepare_coco(data_dir: Path, url: str, categories: list[str], max_images: int = 0,
-                 retries: int = 4) -> Path:  # fmt: skip
+                 retries: int = 4) -> Path:
     if not categories:
         raise DownloadError("coco needs CATEGORIES, e.g. `make data DATASET=coco CATEGORIES=cat,dog`")
     archive = fetch(url, data_dir / "downloads" / Path(url).name, data_dir / "downloads", retries)
@@ -120,7 +120,7 @@ def prepare_coco(data_dir: Path, url: str, categories: list[str], max_images: in
         unknown = [c for c in categories if c not in by_name]
         if unknown:
             raise DownloadError(f"COCO has no categories {unknown}; some it has: "
-                                f"{sorted(by_name)[:12]} ...")  # fmt: skip
+                                f"{sorted(by_name)[:12]} ...")
         wanted = sorted((by_name[c] for c in categories), key=lambda c: c["id"])
         new_id = {c["id"]: k + 1 for k, c in enumerate(wanted)}
         anns = [a for a in coco["annotations"] if a["category_id"] in new_id]
@@ -143,16 +143,16 @@ def prepare_coco(data_dir: Path, url: str, categories: list[str], max_images: in
         ids = {i["id"] for i in kept}
         filtered = {
             "info": {"description": f"COCO 2017 {split}, categories {categories}",
-                     "synthetic": False},  # fmt: skip
+                     "synthetic": False},
             "images": kept,
             "annotations": [{**a, "category_id": new_id[a["category_id"]]}
-                            for a in anns if a["image_id"] in ids],  # fmt: skip
+                            for a in anns if a["image_id"] in ids],
             "categories": [{"id": new_id[c["id"]], "name": c["name"],
-                            "supercategory": c.get("supercategory", "")} for c in wanted],  # fmt: skip
+                            "supercategory": c.get("supercategory", "")} for c in wanted],
         }
         (out / split / "annotations.json").write_text(json.dumps(filtered))
         report["splits"][split] = {"images": len(kept), "failed": failed,
-                                   "annotations": len(filtered["annotations"])}  # fmt: skip
+                                   "annotations": len(filtered["annotations"])}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return out
 
@@ -202,13 +202,13 @@ def resolve(name: str, data_dir, categories: list[str] | None = None) -> Path | 
     if not path.exists():
         extra = f" CATEGORIES={','.join(categories)}" if name == "coco" and categories else ""
         raise SystemExit(f"error: {path} is missing: run `make data DATASET={name}{extra}` "
-                         f"first (online), or use the offline default, {OFFLINE_DEFAULT[name]}")  # fmt: skip
+                         f"first (online), or use the offline default, {OFFLINE_DEFAULT[name]}")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workshop.data.prepare",
-                                     description="Download and prepare a real data set.")  # fmt: skip
+                                     description="Download and prepare a real data set.")
     parser.add_argument("dataset", choices=sorted(OFFLINE_DEFAULT))
     parser.add_argument("--data_dir", default="data", help="where data goes (default data/)")
     parser.add_argument("--categories", default="", help="coco: comma-separated names")
@@ -223,12 +223,12 @@ def main(argv: list[str] | None = None) -> int:
             out = prepare_cats_dogs(data_dir, args.url or SOURCES["cats-dogs"], args.retries)
         elif args.dataset == "coco":
             out = prepare_coco(data_dir, args.url or SOURCES["coco"], categories, args.max_images,
-                               args.retries)  # fmt: skip
+                               args.retries)
         else:
             out = prepare_mnist(data_dir)
     except (DownloadError, ValueError) as err:
         print(f"error: {err}\nOffline? The offline default needs no download: "
-              f"{OFFLINE_DEFAULT[args.dataset]}.", file=sys.stderr)  # fmt: skip
+              f"{OFFLINE_DEFAULT[args.dataset]}.", file=sys.stderr)
         return 2
     report = out / "report.json"
     print(f"{args.dataset}: ready in {out}")

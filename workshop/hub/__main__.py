@@ -124,8 +124,12 @@ def serve(settings: HubSettings) -> int:
     os.chmod(settings.state / "hub.log", 0o600)
     hub = subprocess.Popen(
         [sys.executable, "-m", "jupyterhub", "-f", str(HERE / "jupyterhub_config.py")],
-        cwd=settings.state, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        cwd=settings.state,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     stop = lambda *_: hub.send_signal(signal.SIGTERM)  # noqa: E731
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -20,8 +20,18 @@ from pathlib import Path
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import httpclient, ioloop, web, websocket
 
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
-               "proxy-authorization", "proxy-authenticate", "content-length", "host"}  # fmt: skip
+HOP_HEADERS = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "content-length",
+    "host",
+}
 
 
 def _cookies_without_hub(header: str) -> str:
@@ -50,10 +60,15 @@ class ProxyHandler(HubOAuthenticated, web.RequestHandler):
         url = f"{self.settings['backend']}{self.request.uri}"
         body = self.request.body if self.request.method not in ("GET", "HEAD") else None
         request = httpclient.HTTPRequest(
-            url, method=self.request.method, headers=_forward_headers(self.request), body=body,
-            follow_redirects=False, allow_nonstandard_methods=True, decompress_response=False,
+            url,
+            method=self.request.method,
+            headers=_forward_headers(self.request),
+            body=body,
+            follow_redirects=False,
+            allow_nonstandard_methods=True,
+            decompress_response=False,
             request_timeout=300,
-        )  # fmt: skip
+        )
         response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
         if response.code == 599:
             raise web.HTTPError(502, "the demo is starting or has stopped; try again shortly")
@@ -122,13 +137,24 @@ def start_streamlit(prefix: str, port: int, artifacts: str) -> subprocess.Popen:
     course = Path(__file__).resolve().parents[2]
     base = prefix.strip("/")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(course / "streamlit_app" / "app.py"),
-         "--server.address=127.0.0.1", f"--server.port={port}", f"--server.baseUrlPath={base}",
-         "--server.headless=true", "--server.fileWatcherType=none",
-         "--browser.gatherUsageStats=false", "--server.enableCORS=false",
-         "--server.enableXsrfProtection=false"],
-        cwd=course, env={**os.environ, "ARTIFACTS": artifacts},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(course / "streamlit_app" / "app.py"),
+            "--server.address=127.0.0.1",
+            f"--server.port={port}",
+            f"--server.baseUrlPath={base}",
+            "--server.headless=true",
+            "--server.fileWatcherType=none",
+            "--browser.gatherUsageStats=false",
+            "--server.enableCORS=false",
+            "--server.enableXsrfProtection=false",
+        ],
+        cwd=course,
+        env={**os.environ, "ARTIFACTS": artifacts},
+    )
     deadline = time.monotonic() + 90
     health = f"http://127.0.0.1:{port}/{base}/_stcore/health"
     while time.monotonic() < deadline and proc.poll() is None:

@@ -68,7 +68,7 @@ services = [
             f"--timeout={s.hub_idle_timeout}",
             f"--cull-every={s.hub_cull_every}",
         ],
-    },  # fmt: skip
+    },
     {
         "name": "progress",
         "url": f"http://127.0.0.1:{ports['progress']}",
@@ -78,20 +78,22 @@ services = [
     },
 ]
 if s.hub_demo:
-    services.append({
-        "name": "demo",
-        "url": f"http://127.0.0.1:{ports['demo']}",
-        "command": [str(share / "env" / "bin" / "python"), "-m", "workshop.hub.demo"],
-        "user": "nobody",
-        "cwd": str(share / "course"),
-        "environment": {
-            "DEMO_PORT": str(ports["demo_streamlit"]),
-            "ARTIFACTS": str(share / "artifacts"),
-            "HOME": str(share / "run" / "demo"),
-            "OMP_NUM_THREADS": "2",
-        },
-        "oauth_no_confirm": True,
-    })  # fmt: skip
+    services.append(
+        {
+            "name": "demo",
+            "url": f"http://127.0.0.1:{ports['demo']}",
+            "command": [str(share / "env" / "bin" / "python"), "-m", "workshop.hub.demo"],
+            "user": "nobody",
+            "cwd": str(share / "course"),
+            "environment": {
+                "DEMO_PORT": str(ports["demo_streamlit"]),
+                "ARTIFACTS": str(share / "artifacts"),
+                "HOME": str(share / "run" / "demo"),
+                "OMP_NUM_THREADS": "2",
+            },
+            "oauth_no_confirm": True,
+        }
+    )
 c.JupyterHub.services = services
 access = [f"access:services!service={svc['name']}" for svc in services if "url" in svc]
 c.JupyterHub.load_roles = [

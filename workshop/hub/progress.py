@@ -177,10 +177,16 @@ class Page(Base):
             else f"<form method=post action='release'>{self.xsrf_form_html()}"
             "<button>Release the solutions to everyone</button></form>"
         )
-        self.finish(PAGE.format(
-            refresh=REFRESH_S, head=head, rows="\n".join(rows) or "<tr><td>nobody yet</td></tr>",
-            count=len(people), button=button, now=datetime.now().strftime("%H:%M:%S"),
-        ))  # fmt: skip
+        self.finish(
+            PAGE.format(
+                refresh=REFRESH_S,
+                head=head,
+                rows="\n".join(rows) or "<tr><td>nobody yet</td></tr>",
+                count=len(people),
+                button=button,
+                now=datetime.now().strftime("%H:%M:%S"),
+            )
+        )
 
 
 class CsvExport(Base):

@@ -75,10 +75,23 @@ def ensure_user(settings: HubSettings, login: str) -> pwd.struct_passwd:
     ensure_group(settings.hub_group)
     home = Path(settings.hub_home) / name
     subprocess.run(
-        ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/bash",
-         "--gid", settings.hub_group, "--comment", f"workshop participant {login}", name],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            "useradd",
+            "--create-home",
+            "--home-dir",
+            str(home),
+            "--shell",
+            "/bin/bash",
+            "--gid",
+            settings.hub_group,
+            "--comment",
+            f"workshop participant {login}",
+            name,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     os.chmod(home, 0o700)
     return pwd.getpwnam(name)
 
@@ -101,12 +114,24 @@ def fill_home(settings: HubSettings, user: pwd.struct_passwd) -> None:
     share = settings.share
     solutions = share / "solutions"
     subprocess.run(
-        ["/bin/sh", "-c", HOME_SCRIPT, "sh", str(share / "course" / "workshop" / "notebooks"),
-         str(share / "data"), str(solutions) if solutions.is_dir() else ""],
-        user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd=user.pw_dir,
-        env={"HOME": user.pw_dir, "PATH": "/usr/bin:/bin"}, check=True, capture_output=True,
+        [
+            "/bin/sh",
+            "-c",
+            HOME_SCRIPT,
+            "sh",
+            str(share / "course" / "workshop" / "notebooks"),
+            str(share / "data"),
+            str(solutions) if solutions.is_dir() else "",
+        ],
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+        cwd=user.pw_dir,
+        env={"HOME": user.pw_dir, "PATH": "/usr/bin:/bin"},
+        check=True,
+        capture_output=True,
         timeout=60,
-    )  # fmt: skip
+    )
 
 
 class WorkshopSpawner(LocalProcessSpawner):

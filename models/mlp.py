@@ -149,14 +149,15 @@ def _regularization(Theta1: Array, Theta2: Array, lambda_: float, m: int):
 def _cross_entropy(z3: Array, Y: Array):
     """Sum over examples and labels of -y log h - (1 - y) log(1 - h), from z3 = logit(h).
 
-    Written with softplus so that h == 0 or h == 1 in floating point gives a
-    large finite cost instead of inf or nan.
+    With h = g(z): -log h = softplus(-z) = softplus(z) - z and -log(1 - h) = softplus(z),
+    so each term is softplus(z) - y z: one softplus, and h == 0 or h == 1 in floating
+    point gives a large finite cost instead of inf or nan.
     """
-    return (Y * _softplus(-z3) + (1 - Y) * _softplus(z3)).sum()
+    return (_softplus(z3) - Y * z3).sum()
 
 
 def backprop_vectorized(Theta1, Theta2, X, y, lambda_):
-    """Cost and gradients for all m examples at once (matrix form of backprop)."""
+    """Cost, gradients and output h for all m examples at once (matrix form of backprop)."""
     m, num_labels = X.shape[0], Theta2.shape[0]
     a1, z2, a2, z3, h = feedforward(Theta1, Theta2, X)
     Y = _one_hot(y, num_labels, like=h)  # (m, labels)
@@ -168,11 +169,11 @@ def backprop_vectorized(Theta1, Theta2, X, y, lambda_):
     Theta2_grad = delta3.T @ a2 / m
     Theta1_grad[:, 1:] += lambda_ / m * Theta1[:, 1:]
     Theta2_grad[:, 1:] += lambda_ / m * Theta2[:, 1:]
-    return J, Theta1_grad, Theta2_grad
+    return J, Theta1_grad, Theta2_grad, h
 
 
 def backprop_loop(Theta1, Theta2, X, y, lambda_):
-    """Cost and gradients one example at a time, as in the lecture.
+    """Cost, gradients and output h one example at a time, as in the lecture.
 
     For each example t: forward pass, delta3 = a3 - y_t, delta2 = Theta2^T delta3 .* g'(z2)
     (bias row dropped), Delta_l += delta_(l+1) a_l^T. Then D_l = Delta_l / m, plus
@@ -183,10 +184,12 @@ def backprop_loop(Theta1, Theta2, X, y, lambda_):
     Delta1 = Theta1 * 0
     Delta2 = Theta2 * 0
     J = 0.0
+    h = []
     for t in range(m):
         a1, z2, a2, z3, a3 = feedforward(Theta1, Theta2, X[t : t + 1])
         a1, z2, a2, z3, a3 = a1[0], z2[0], a2[0], z3[0], a3[0]  # (1, n) -> (n,)
-        J = J + (Y[t] * _softplus(-z3) + (1 - Y[t]) * _softplus(z3)).sum()
+        J = J + _cross_entropy(z3, Y[t])
+        h.append(a3)
         delta3 = a3 - Y[t]  # (labels,)
         delta2 = (Theta2.T @ delta3)[1:] * sigmoid_gradient(z2)  # (hidden,)
         Delta2 = Delta2 + delta3[:, None] * a2[None, :]  # outer product
@@ -196,7 +199,8 @@ def backprop_loop(Theta1, Theta2, X, y, lambda_):
     Theta2_grad = Delta2 / m
     Theta1_grad[:, 1:] += lambda_ / m * Theta1[:, 1:]
     Theta2_grad[:, 1:] += lambda_ / m * Theta2[:, 1:]
-    return J, Theta1_grad, Theta2_grad
+    h = torch.stack(h) if _is_torch(X) else np.stack(h)  # (m, labels)
+    return J, Theta1_grad, Theta2_grad, h
 
 
 def nn_cost_function(
@@ -209,6 +213,8 @@ def nn_cost_function(
     lambda_: float,
     *,
     method: str = "vectorized",
+    return_output: bool = False,
+    check_inputs: bool = True,
 ):
     """Regularized cross-entropy cost J and its gradient for a two-layer sigmoid network.
 
@@ -219,16 +225,22 @@ def nn_cost_function(
     form: "vectorized" (default) or "loop" (per example, as in the lecture);
     both give the same gradient. Returns ``(J, grad)`` with grad unrolled like
     nn_params; J is a float for numpy input and a 0-dim tensor for torch input.
+    ``return_output=True`` adds the network's output h (m, labels) of that forward
+    pass, so a trainer can score the training set without a second pass.
+    ``check_inputs=False`` skips the data checks (a full scan of X) for a caller
+    that made them once and calls again on the same X, as an optimizer does.
     """
     Theta1, Theta2 = unpack_params(nn_params, input_layer_size, hidden_layer_size, num_labels)
-    validate_data(X, y, input_layer_size, num_labels)
+    if check_inputs:
+        validate_data(X, y, input_layer_size, num_labels)
     _validate_lambda(lambda_)
     backprop = {"vectorized": backprop_vectorized, "loop": backprop_loop}.get(method)
     if backprop is None:
         raise ValueError(f"method must be 'vectorized' or 'loop', got {method!r}")
-    J, Theta1_grad, Theta2_grad = backprop(Theta1, Theta2, X, y, lambda_)
+    J, Theta1_grad, Theta2_grad, h = backprop(Theta1, Theta2, X, y, lambda_)
     grad = pack_params(Theta1_grad, Theta2_grad)
-    return (J if _is_torch(J) else float(J)), grad
+    J = J if _is_torch(J) else float(J)
+    return (J, grad, h) if return_output else (J, grad)
 
 
 def predict(Theta1: Array, Theta2: Array, X: Array) -> Array:

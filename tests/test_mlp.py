@@ -160,3 +160,21 @@ def test_bad_lambda_and_method():
         mlp.nn_cost_function(nn_params, *sizes, X, y, -1.0)
     with pytest.raises(ValueError, match="method"):
         mlp.nn_cost_function(nn_params, *sizes, X, y, 1.0, method="fast")
+
+
+@pytest.mark.parametrize("method", ["vectorized", "loop"])
+def test_return_output_is_the_forward_pass_of_that_point(method):
+    p, sizes, X, y = random_problem(m=12)
+    J, grad, h = mlp.nn_cost_function(p, *sizes, X, y, 1.0, method=method, return_output=True)
+    Theta1, Theta2 = mlp.unpack_params(p, *sizes)
+    a2 = 1 / (1 + np.exp(-(X @ Theta1[:, 1:].T + Theta1[:, 0])))  # written out, not feedforward
+    np.testing.assert_allclose(h, 1 / (1 + np.exp(-(a2 @ Theta2[:, 1:].T + Theta2[:, 0]))))
+    J_plain, grad_plain = mlp.nn_cost_function(p, *sizes, X, y, 1.0, method=method)
+    assert J_plain == J and np.array_equal(grad, grad_plain)
+
+
+def test_unchecked_inputs_give_the_same_cost_and_gradient():
+    p, sizes, X, y = random_problem(m=12)
+    J, grad = mlp.nn_cost_function(p, *sizes, X, y, 1.0)
+    J_fast, grad_fast = mlp.nn_cost_function(p, *sizes, X, y, 1.0, check_inputs=False)
+    assert J_fast == J and np.array_equal(grad, grad_fast)

@@ -126,3 +126,30 @@ def test_train_mlp_bad_dataset_is_a_message_not_a_traceback(tmp_path, python):
     )
     assert run.returncode != 0
     assert "not a readable MATLAB .mat file" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "cg", "gd"])
+def test_every_recorded_accuracy_is_the_weights_accuracy_at_that_iteration(
+    data, optimizer, monkeypatch
+):
+    """The history reuses the optimizer's forward pass for the training accuracy: check it
+    against a fresh prediction with the weights of each iteration."""
+    from models.mlp import predict
+    from workshop import train_mlp
+
+    snapshots = []
+    score = train_mlp.accuracy
+
+    def accuracy(T1, T2, X, y):  # called once per iteration on the test set: keep the weights
+        if X is data.X_test:
+            snapshots.append((T1.copy(), T2.copy()))
+        return score(T1, T2, X, y)
+
+    monkeypatch.setattr(train_mlp, "accuracy", accuracy)
+    result = fit(data, MLPConfig(optimizer=optimizer, maxiter=8), progress=False)
+    assert len(snapshots) == len(result.history) == 8
+    for record, (T1, T2) in zip(result.history, snapshots, strict=True):
+        train = (predict(T1, T2, data.X_train) == data.y_train).mean()
+        test = (predict(T1, T2, data.X_test) == data.y_test).mean()
+        assert record["train_accuracy"] == pytest.approx(train, abs=1e-12)
+        assert record["test_accuracy"] == pytest.approx(test, abs=1e-12)

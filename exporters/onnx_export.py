@@ -57,10 +57,6 @@ def _image(meta: dict, hw: tuple[int, int], g: torch.Generator) -> torch.Tensor:
     return torch.rand(1, 3, *hw, generator=g) * 255
 
 
-def _sigmoid(out):
-    return torch.sigmoid(out)
-
-
 def _with_softmax(logits):
     return logits, torch.softmax(logits, dim=1)
 
@@ -86,6 +82,7 @@ class Kind:
     example: object  # the tracing example's size; differs from every verification size
     verify: tuple  # sizes compared with torch under onnxruntime
     dynamic: dict[int, tuple[str, int, int]]  # input axis -> dynamic dimension
+    per_channel: tuple[int, ...]  # the shape mean and std take to broadcast over the input
     body: Callable[[nn.Module], nn.Module] = _same  # the model as the graph runs it
     head: Callable = _same  # the body's output -> the graph's outputs
     meta: dict = field(default_factory=dict)  # constant metadata of the kind
@@ -101,7 +98,8 @@ KINDS: dict[str, Kind] = {
         example=3,
         verify=(1, 7),
         dynamic={0: BATCH},
-        head=_sigmoid,
+        per_channel=(1, -1),
+        head=torch.sigmoid,
     ),
     "fcn": Kind(
         model_name="alexnet_fcn",
@@ -112,6 +110,7 @@ KINDS: dict[str, Kind] = {
         example=(256, 320),
         verify=((224, 224), (227, 301), (480, 640), (1080, 1920)),
         dynamic={0: BATCH, 2: HEIGHT, 3: WIDTH},
+        per_channel=(1, -1, 1, 1),
         body=PaddedFCN,
         head=_with_softmax,
         meta={"margin": PaddedFCN.margin},
@@ -125,6 +124,7 @@ KINDS: dict[str, Kind] = {
         example=(256, 320),
         verify=((301, 517), (480, 640), (768, 1024)),
         dynamic={0: BATCH, 2: HEIGHT, 3: WIDTH},
+        per_channel=(1, -1, 1, 1),
     ),
 }
 
@@ -140,10 +140,9 @@ class Normalized(nn.Module):
         scale = float(meta.get("input_scale", 1.0))
         mean = torch.tensor(meta.get("mean", [0.0]), dtype=torch.float32)
         std = torch.tensor(meta.get("std", [1.0]), dtype=torch.float32)
-        shape = (1, -1) + (1,) * (len(spec.dynamic) - 1)  # (1, C) or (1, C, 1, 1)
         # y = x * a + b with a = scale / std, b = -mean / std: one multiply-add in the graph.
-        self.register_buffer("a", (scale / std).view(shape))
-        self.register_buffer("b", (-mean / std).view(shape))
+        self.register_buffer("a", (scale / std).view(spec.per_channel))
+        self.register_buffer("b", (-mean / std).view(spec.per_channel))
 
     def forward(self, x: torch.Tensor):
         return self.head(self.body(x * self.a + self.b))

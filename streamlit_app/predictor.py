@@ -16,6 +16,10 @@ converted to RGB, decompression bombs refused, the long side capped at
 the downscaled image, whose size is reported), and images smaller than the
 network's minimum padded with the mean colour. Digits (the MLP): grayscale,
 ink made bright, cropped to the ink, fitted in 20x20 like the training digits.
+
+What differs between kinds (input, ranking output, grid, summary fields) is one
+entry of ``KINDS`` at the end of this file; cells are placed by the grid read
+from the metadata (``models.grid.Grid.from_meta``).
 """
 
 from __future__ import annotations
@@ -376,7 +380,15 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "mlp": Kind(_digit_feed, "probabilities", _no_grid, _digit_summary),
-    "fcn": Kind(_image_feed, "probabilities", Grid.from_meta, _heatmap_summary, True),
-    "detector": Kind(_image_feed, "coverage", _detector_grid, _detections_summary),
+    "mlp": Kind(feed=_digit_feed, scores="probabilities", grid=_no_grid, summary=_digit_summary),
+    "fcn": Kind(
+        feed=_image_feed,
+        scores="probabilities",
+        grid=Grid.from_meta,
+        summary=_heatmap_summary,
+        draws_cells=True,
+    ),
+    "detector": Kind(
+        feed=_image_feed, scores="coverage", grid=_detector_grid, summary=_detections_summary
+    ),
 }

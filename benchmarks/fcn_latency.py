@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import median_seconds
+from models.alexnet import MARGIN
 from models.checkpoint import build_model, load_checkpoint
-from models.heatmap import MARGIN
 from workshop.data.images import normalize
 from workshop.engine import artifacts_dir
 

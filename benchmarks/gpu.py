@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from benchmarks import mlp_bench, training
 from benchmarks.common import median_seconds, peak_gpu_mb
 from benchmarks.fcn_latency import count_flops
-from models.alexnet import alexnet
-from models.heatmap import MARGIN
+from models.alexnet import MARGIN, alexnet
 from workshop import engine
 from workshop.data.images import normalize
 

@@ -1,7 +1,9 @@
 """A checkpoint -> one self-contained, self-describing ONNX file, verified before it is kept.
 
 Every graph takes pixels as the data set stores them and does its own
-normalization, so a user elsewhere needs only the metadata's geometry:
+normalization, so a user elsewhere needs only the metadata's geometry (``window``,
+``stride``, ``offset``: see ``models.grid``). What differs between kinds is one
+entry of ``KINDS``:
 
 - ``mlp``: ``digits`` (n, 400) float in [0, 1], column-major 20x20 images (the
   course's layout) -> ``probabilities`` (n, 10), the sigmoid outputs (the course's h).
@@ -11,7 +13,8 @@ normalization, so a user elsewhere needs only the metadata's geometry:
   metadata ``window`` 224, ``stride`` 32, ``offset`` -96.
 - ``detector``: ``image`` (n, 3, H, W) float RGB 0-255 -> ``coverage`` (n, C, h, w)
   and ``bboxes`` (n, 4, h, w) in pixels; clustering stays outside the graph
-  (``models.boxes.decode``). Cell (i, j) is centred on (16 j + 15, 16 i + 15).
+  (``models.boxes.decode``). Cell (i, j) is centred on (16 j + 15, 16 i + 15):
+  metadata ``window`` 16, ``stride`` 16, ``offset`` 7 (the 16x16 block about that centre).
 
 Verification, which fails loudly: ``onnx.checker`` (full check) and onnxruntime
 against torch at input sizes other than the export example, odd ones included.
@@ -23,102 +26,163 @@ import datetime as dt
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from models.alexnet import PaddedFCN
 from models.checkpoint import build_model, load_checkpoint
-from models.heatmap import MARGIN
+from models.grid import Grid
 
-KIND_OF_MODEL = {"mlp": "mlp", "alexnet_fcn": "fcn", "detectnet": "detector"}
 RTOL, ATOL = 1e-3, 1e-4
-FCN_SIZES = ((224, 224), (227, 301), (480, 640), (1080, 1920))
-DETECTOR_SIZES = ((301, 517), (480, 640), (768, 1024))
-MLP_BATCHES = (1, 7)
 
 
 class ExportError(RuntimeError):
     """The export failed or did not verify; the message says which check."""
 
 
+def _digits(meta: dict, batch: int, g: torch.Generator) -> torch.Tensor:
+    """A batch of random digit rows: (batch, 400) in [0, 1]."""
+    side = meta.get("input_size", [20, 20])
+    return torch.rand(batch, side[0] * side[1], generator=g)
+
+
+def _image(meta: dict, hw: tuple[int, int], g: torch.Generator) -> torch.Tensor:
+    """A random RGB image: (1, 3, h, w) float 0-255."""
+    return torch.rand(1, 3, *hw, generator=g) * 255
+
+
+def _with_softmax(logits):
+    return logits, torch.softmax(logits, dim=1)
+
+
+def _same(out):
+    return out
+
+
+# Dynamic axes: name, min, max. Heights and widths free from 32 pixels up (the FCN pads,
+# the detector needs 31).
+BATCH, HEIGHT, WIDTH = ("batch", 1, 4096), ("height", 32, 8192), ("width", 32, 8192)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Everything the exporter does differently for one kind of model."""
+
+    model_name: str  # the checkpoint's model that this kind exports
+    inputs: tuple[str, ...]  # ONNX input names
+    outputs: tuple[str, ...]  # ONNX output names
+    pixels: str  # what the input holds (metadata, for people)
+    make_input: Callable  # (meta, size, generator) -> an input tensor
+    example: object  # the tracing example's size; differs from every verification size
+    verify: tuple  # sizes compared with torch under onnxruntime
+    dynamic: dict[int, tuple[str, int, int]]  # input axis -> dynamic dimension
+    per_channel: tuple[int, ...]  # the shape mean and std take to broadcast over the input
+    body: Callable[[nn.Module], nn.Module] = _same  # the model as the graph runs it
+    head: Callable = _same  # the body's output -> the graph's outputs
+    meta: dict = field(default_factory=dict)  # constant metadata of the kind
+
+
+KINDS: dict[str, Kind] = {
+    "mlp": Kind(
+        model_name="mlp",
+        inputs=("digits",),
+        outputs=("probabilities",),
+        pixels="float in [0, 1], ink bright",
+        make_input=_digits,
+        example=3,
+        verify=(1, 7),
+        dynamic={0: BATCH},
+        per_channel=(1, -1),
+        head=torch.sigmoid,
+    ),
+    "fcn": Kind(
+        model_name="alexnet_fcn",
+        inputs=("image",),
+        outputs=("logits", "probabilities"),
+        pixels="float RGB 0-255, NCHW",
+        make_input=_image,
+        example=(256, 320),
+        verify=((224, 224), (227, 301), (480, 640), (1080, 1920)),
+        dynamic={0: BATCH, 2: HEIGHT, 3: WIDTH},
+        per_channel=(1, -1, 1, 1),
+        body=PaddedFCN,
+        head=_with_softmax,
+        meta={"margin": PaddedFCN.margin},
+    ),
+    "detector": Kind(
+        model_name="detectnet",
+        inputs=("image",),
+        outputs=("coverage", "bboxes"),
+        pixels="float RGB 0-255, NCHW",
+        make_input=_image,
+        example=(256, 320),
+        verify=((301, 517), (480, 640), (768, 1024)),
+        dynamic={0: BATCH, 2: HEIGHT, 3: WIDTH},
+        per_channel=(1, -1, 1, 1),
+    ),
+}
+
+
 class Normalized(nn.Module):
-    """pixels 0-255 -> (x * input_scale - mean) / std, then the model (and FCN padding)."""
+    """pixels 0-255 -> (x * input_scale - mean) / std, then the kind's body and head."""
 
     def __init__(self, model: nn.Module, kind: str, meta: dict):
         super().__init__()
-        self.model, self.kind = model, kind
+        spec = KINDS[kind]
+        self.body, self.head = spec.body(model), spec.head
+        self.grid: Grid | None = getattr(self.body, "grid", None)  # where its cells sit
         scale = float(meta.get("input_scale", 1.0))
         mean = torch.tensor(meta.get("mean", [0.0]), dtype=torch.float32)
         std = torch.tensor(meta.get("std", [1.0]), dtype=torch.float32)
-        shape = (1, -1) if kind == "mlp" else (1, -1, 1, 1)
         # y = x * a + b with a = scale / std, b = -mean / std: one multiply-add in the graph.
-        self.register_buffer("a", (scale / std).view(shape))
-        self.register_buffer("b", (-mean / std).view(shape))
+        self.register_buffer("a", (scale / std).view(spec.per_channel))
+        self.register_buffer("b", (-mean / std).view(spec.per_channel))
 
     def forward(self, x: torch.Tensor):
-        x = x * self.a + self.b
-        if self.kind == "mlp":
-            return torch.sigmoid(self.model(x))
-        if self.kind == "fcn":
-            logits = self.model(F.pad(x, (MARGIN,) * 4))
-            return logits, torch.softmax(logits, dim=1)
-        return self.model(x)
-
-
-def io_names(kind: str) -> tuple[list[str], list[str]]:
-    if kind == "mlp":
-        return ["digits"], ["probabilities"]
-    if kind == "fcn":
-        return ["image"], ["logits", "probabilities"]
-    return ["image"], ["coverage", "bboxes"]
+        return self.head(self.body(x * self.a + self.b))
 
 
 def example_input(kind: str, meta: dict) -> torch.Tensor:
     """The tracing example; its sizes differ from every verification size."""
-    g = torch.Generator().manual_seed(0)
-    if kind == "mlp":
-        side = meta.get("input_size", [20, 20])
-        return torch.rand(3, side[0] * side[1], generator=g)
-    return torch.rand(1, 3, 256, 320, generator=g) * 255
+    return KINDS[kind].make_input(meta, KINDS[kind].example, torch.Generator().manual_seed(0))
 
 
 def verification_inputs(kind: str, meta: dict) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    if kind == "mlp":
-        side = meta.get("input_size", [20, 20])
-        return [torch.rand(n, side[0] * side[1], generator=g) for n in MLP_BATCHES]
-    sizes = FCN_SIZES if kind == "fcn" else DETECTOR_SIZES
-    return [torch.rand(1, 3, h, w, generator=g) * 255 for h, w in sizes]
+    return [KINDS[kind].make_input(meta, size, g) for size in KINDS[kind].verify]
 
 
 def dynamic_shapes(kind: str):
     from torch.export import Dim
 
-    batch = Dim("batch", min=1, max=4096)
-    if kind == "mlp":
-        return {"x": {0: batch}}
-    # Height and width free from 32 pixels up (the FCN pads, the detector needs 31).
-    return {"x": {0: batch, 2: Dim("height", min=32, max=8192), 3: Dim("width", min=32, max=8192)}}
+    axes = KINDS[kind].dynamic.items()
+    return {"x": {axis: Dim(name, min=lo, max=hi) for axis, (name, lo, hi) in axes}}
 
 
-def metadata(ckpt: dict, kind: str, opset: int, fp16: bool) -> dict[str, str]:
+def _written_grid(meta: dict) -> Grid | None:
+    try:
+        return Grid.from_meta(meta)
+    except KeyError:
+        return None
+
+
+def metadata(ckpt: dict, graph: Normalized, opset: int, fp16: bool) -> dict[str, str]:
     """The ONNX metadata_props: the checkpoint's meta, plus provenance; values JSON strings."""
-    meta = dict(ckpt["meta"])
-    meta["kind"] = kind
-    names_in, names_out = io_names(kind)
-    meta["inputs"], meta["outputs"] = names_in, names_out
-    if kind == "fcn":
-        meta.update(
-            offset=-MARGIN,
-            margin=MARGIN,
-            window=meta.get("window", 224),
-            stride=meta.get("stride", 32),
-        )
-    meta["pixels"] = "float RGB 0-255, NCHW" if kind != "mlp" else "float in [0, 1], ink bright"
+    meta = dict(ckpt["meta"])  # kind, classes, preprocessing, grid: written by the trainer
+    spec = KINDS[meta["kind"]]
+    if graph.grid is not None and _written_grid(meta) != graph.grid:
+        # Checkpoints written before the grid had one owner carry a stale copy (the FCN's
+        # "offset": 0, the detector's cell centre 15 as "offset"): the graph's own wins.
+        meta.update(graph.grid.to_meta())
+    meta.update(spec.meta)
+    meta["inputs"], meta["outputs"] = list(spec.inputs), list(spec.outputs)
+    meta["pixels"] = spec.pixels
     meta["normalized_in_graph"] = True
     meta["metrics"] = meta.get("metrics") or {
         k: v for k, v in ckpt["metrics"].items() if isinstance(v, int | float)
@@ -149,19 +213,20 @@ def export(checkpoint, out=None, *, opset: int = 18, fp16: bool = False, verify=
     """
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    kind = KIND_OF_MODEL.get(ckpt["model_name"])
-    if kind is None:
+    kind = ckpt["meta"].get("kind")
+    if kind not in KINDS or KINDS[kind].model_name != ckpt["model_name"]:
+        exportable = sorted(k.model_name for k in KINDS.values())
         raise ExportError(
             f"{checkpoint}: a {ckpt['model_name']!r} checkpoint cannot be exported; "
-            f"exportable: {sorted(KIND_OF_MODEL)} (a train_state.pt is not a final model)"
+            f"exportable: {exportable} (a train_state.pt is not a final model)"
         )
+    spec = KINDS[kind]
     out = Path(out) if out else checkpoint.with_name("model.onnx")
     model = build_model(ckpt).float().eval()
     reference = Normalized(model, kind, ckpt["meta"]).eval()
     exported = (
         Half(Normalized(build_model(ckpt).float(), kind, ckpt["meta"])) if fp16 else reference
     )
-    names_in, names_out = io_names(kind)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
@@ -172,8 +237,8 @@ def export(checkpoint, out=None, *, opset: int = 18, fp16: bool = False, verify=
                 exported.eval(),
                 (example_input(kind, ckpt["meta"]),),
                 str(tmp),
-                input_names=names_in,
-                output_names=names_out,
+                input_names=list(spec.inputs),
+                output_names=list(spec.outputs),
                 dynamic_shapes=dynamic_shapes(kind),
                 opset_version=opset,
                 external_data=False,
@@ -181,7 +246,7 @@ def export(checkpoint, out=None, *, opset: int = 18, fp16: bool = False, verify=
                 verbose=False,
             )
         proto = onnx.load(str(tmp))
-        onnx.helper.set_model_props(proto, metadata(ckpt, kind, opset, fp16))
+        onnx.helper.set_model_props(proto, metadata(ckpt, reference, opset, fp16))
         onnx.save(proto, str(tmp))
         try:
             onnx.checker.check_model(str(tmp), full_check=True)

@@ -15,7 +15,12 @@ one cell per 224x224 window at stride 32: cell (i, j) is the classifier applied
 to the window whose top-left corner is (32 i, 32 j). (conv1's 2-pixel padding
 makes the network see a 227x227 patch of the zero-padded image, hence 191 =
 227 - 4 - 32.) Smaller inputs are zero-padded (at the bottom and right, after
-normalization) up to 224 first.
+normalization) up to 224 first. That geometry is ``FullyConvolutionalAlexNet.grid``.
+
+Whole images go through ``PaddedFCN``, which zero-pads (the mean colour, after
+normalization) by MARGIN = 96 pixels on every side first, so that window
+centres reach 16 pixels from each edge and objects near the border are seen
+centred too: its grid is window 224, stride 32, offset -96.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.grid import Grid
+
 WINDOW = 224  # the classifier's input size, and the FCN's window
 STRIDE = 32  # total stride of features (4 * 2 * 2 * 2)
+MARGIN = (WINDOW - STRIDE) // 2  # 96: padding that puts the first window centre at 16 px
 CONV1_PAD = 2
 
 
@@ -123,6 +131,8 @@ class AlexNet(nn.Module):
 class FullyConvolutionalAlexNet(nn.Module):
     """Any H x W (>= 64) image -> a map of class logits, one cell per 224 window at stride 32."""
 
+    grid = Grid(window=WINDOW, stride=STRIDE, offset=0)
+
     def __init__(self, *, num_classes: int = 4, width: float = 1.0):
         super().__init__()
         self.features = _features(width)
@@ -140,6 +150,20 @@ class FullyConvolutionalAlexNet(nn.Module):
         # Too small for one window: zero-pad (the normalized mean colour) bottom and right.
         x = F.pad(x, (0, max(0, WINDOW - w), 0, max(0, WINDOW - h)))
         return self.conv_classifier(self.features(x))
+
+
+class PaddedFCN(nn.Module):
+    """The FCN on a whole image: padded by MARGIN (zeros: the normalized mean colour) first."""
+
+    margin = MARGIN
+    grid = FullyConvolutionalAlexNet.grid.padded(MARGIN)  # window 224, stride 32, offset -96
+
+    def __init__(self, fcn: FullyConvolutionalAlexNet):
+        super().__init__()
+        self.fcn = fcn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fcn(F.pad(x, (self.margin,) * 4))
 
 
 def alexnet(*, num_classes: int, width: float = 1.0, pretrained: bool = False) -> AlexNet:

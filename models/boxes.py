@@ -2,15 +2,20 @@
 
 Shared by training (``models.detectnet``), evaluation and the web app, which
 must not import torch. Cell (i, j) of the stride-16 grid is centred on pixel
-(16 j + 15, 16 i + 15), the centre of its receptive field.
+(16 j + 15, 16 i + 15), the centre of its receptive field: ``GRID`` says so as
+a ``models.grid.Grid``, each cell standing for the 16x16 block about that
+centre (window 16, stride 16, offset 7).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from models.grid import Grid
+
 STRIDE = 16
-CELL_OFFSET = 15  # pixel centre of cell 0
+CELL_OFFSET = 15  # pixel centre of cell 0, the centre of its receptive field
+GRID = Grid(window=STRIDE, stride=STRIDE, offset=CELL_OFFSET - STRIDE // 2)
 COVERAGE_SCALE = 0.4  # the covered region is the box shrunk to this share, about its centre
 MAX_PROPOSALS = 2000  # per class, the most covered cells
 MAX_DETECTIONS = 100  # per image, as COCO's evaluation counts
@@ -21,9 +26,9 @@ def grid_size(n: int) -> int:
     return (n - 15) // STRIDE
 
 
-def cell_centres(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def cell_centres(h: int, w: int, grid: Grid = GRID) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) pixel centres of every grid cell, two (h, w) arrays."""
-    return np.meshgrid(np.arange(w) * STRIDE + CELL_OFFSET, np.arange(h) * STRIDE + CELL_OFFSET)
+    return grid.cell_centers(h, w)
 
 
 def encode_targets(
@@ -32,6 +37,7 @@ def encode_targets(
     grid_hw: tuple[int, int],
     num_classes: int,
     ignore: np.ndarray | None = None,
+    grid: Grid = GRID,
 ) -> dict[str, np.ndarray]:
     """Ground truth (boxes x0, y0, x1, y1 in pixels; labels 0..C-1) -> DetectNet's target maps.
 
@@ -50,7 +56,7 @@ def encode_targets(
     mask = np.zeros((h, w), np.float32)
     size = np.ones((h, w), np.float32)
     weight = np.ones((h, w), np.float32)
-    xs, ys = cell_centres(h, w)
+    xs, ys = grid.cell_centers(h, w)
     for x0, y0, x1, y1 in np.asarray(ignore if ignore is not None else [], float).reshape(-1, 4):
         weight[(xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)] = 0
     owner_area = np.full((h, w), np.inf)
@@ -59,9 +65,7 @@ def encode_targets(
         hw_, hh_ = bw * COVERAGE_SCALE / 2, bh * COVERAGE_SCALE / 2
         inside = (np.abs(xs - cx) <= hw_) & (np.abs(ys - cy) <= hh_)
         if not inside.any():  # small objects still claim the cell nearest their centre
-            i = int(np.clip(round((cy - CELL_OFFSET) / STRIDE), 0, h - 1))
-            j = int(np.clip(round((cx - CELL_OFFSET) / STRIDE), 0, w - 1))
-            inside[i, j] = True
+            inside[grid.nearest_cell(cx, cy, h, w)] = True
         area = bw * bh
         claim = inside & (area < owner_area)
         owner_area[claim] = area
@@ -92,6 +96,7 @@ def decode(
     iou: float = 0.4,
     max_proposals: int = MAX_PROPOSALS,
     max_detections: int = MAX_DETECTIONS,
+    grid: Grid = GRID,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maps of one image -> detections (boxes x0, y0, x1, y1; scores; labels), numpy only.
 
@@ -106,7 +111,7 @@ def decode(
     caps bound the time a badly trained model or a strange image can take.
     """
     C, h, w = coverage.shape
-    xs, ys = cell_centres(h, w)
+    xs, ys = grid.cell_centers(h, w)
     out_boxes, out_scores, out_labels = [], [], []
     for c in range(C):
         keep = coverage[c] > threshold
@@ -193,9 +198,9 @@ def place_cells(values: np.ndarray, image_hw: tuple[int, int], factor: float = 1
     from models.heatmap import place_map
 
     if factor == 1.0:
-        return place_map(values, image_hw, 0, window=2 * CELL_OFFSET, stride=STRIDE)
+        return place_map(values, image_hw, GRID)
     small = (round(image_hw[0] / factor), round(image_hw[1] / factor))
-    placed = place_map(values, small, 0, window=2 * CELL_OFFSET, stride=STRIDE)
+    placed = place_map(values, small, GRID)
     rows = np.minimum((np.arange(image_hw[0]) / factor).astype(int), small[0] - 1)
     cols = np.minimum((np.arange(image_hw[1]) / factor).astype(int), small[1] - 1)
     return placed[rows][:, cols]

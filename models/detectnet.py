@@ -32,6 +32,7 @@ from models.alexnet import _features, _widths
 from models.boxes import (  # noqa: F401 -- re-exported: the detector's whole API in one place
     CELL_OFFSET,
     COVERAGE_SCALE,
+    GRID,
     STRIDE,
     box_iou,
     cell_centres,
@@ -45,6 +46,8 @@ BOX_SCALE = 64.0  # box offsets are regressed in units of this many pixels
 
 class DetectNet(nn.Module):
     """Image (n, 3, H, W) -> coverage (n, classes, h, w) in [0, 1] and boxes (n, 4, h, w) px."""
+
+    grid = GRID  # cell (i, j) centred on (16 j + 15, 16 i + 15)
 
     def __init__(self, *, num_classes: int = 3, width: float = 1.0):
         super().__init__()

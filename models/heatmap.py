@@ -1,13 +1,12 @@
-"""Heatmap geometry and rendering for the fully convolutional AlexNet (numpy + PIL, no torch).
+"""Heatmap rendering for fully convolutional maps (numpy + PIL, no torch).
 
-Cell (i, j) of an FCN map is the classifier's answer for the 224x224 window
-whose top-left corner is (offset + 32 j, offset + 32 i) in image pixels, so its
-centre is at (offset + 32 j + 112, offset + 32 i + 112). ``offset`` is 0 for the
-bare image; the workshop pads images by MARGIN = 96 pixels on every side
-(offset -96) so that window centres reach 16 pixels from each edge and objects
-near the border are seen centred too. Cells are drawn as 32x32 blocks around
-their window centres, exactly where windows were evaluated, never stretched.
-The serving code (streamlit_app) uses these functions too.
+A map's cells are placed by its ``models.grid.Grid``: cell (i, j) of the FCN
+(``models.alexnet.PaddedFCN.grid``: window 224, stride 32, offset -96) is the
+classifier's answer for the 224x224 window whose top-left corner is
+(32 j - 96, 32 i - 96), centred 16 pixels inside each edge for the first cell.
+Cells are drawn as stride x stride blocks around their window centres, exactly
+where windows were evaluated, never stretched. The serving code
+(streamlit_app) uses these functions too.
 """
 
 from __future__ import annotations
@@ -15,31 +14,16 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-WINDOW, STRIDE = 224, 32
-MARGIN = (WINDOW - STRIDE) // 2  # 96: padding that puts the first window centre at 16 px
+from models.grid import Grid
 
 
-def cell_centers(map_h: int, map_w: int, offset: int = 0, window=WINDOW, stride=STRIDE):
-    """Image coordinates (x, y) of every cell's window centre: two (map_h, map_w) arrays."""
-    ys = offset + np.arange(map_h) * stride + window / 2
-    xs = offset + np.arange(map_w) * stride + window / 2
-    return np.meshgrid(xs, ys)
-
-
-def window_box(i: int, j: int, offset: int = 0, window=WINDOW, stride=STRIDE) -> tuple[int, ...]:
-    """The (x0, y0, x1, y1) window of cell (i, j), in image pixels (may reach outside)."""
-    x0, y0 = offset + j * stride, offset + i * stride
-    return (x0, y0, x0 + window, y0 + window)
-
-
-def place_map(
-    values: np.ndarray, image_hw: tuple[int, int], offset: int = 0, window=WINDOW, stride=STRIDE
-) -> np.ndarray:
+def place_map(values: np.ndarray, image_hw: tuple[int, int], grid: Grid) -> np.ndarray:
     """(h, w) cell values -> (H, W) image-sized array, NaN where no window is centred."""
     H, W = image_hw
+    stride = grid.stride
     out = np.full((H, W), np.nan, dtype=np.float32)
     block = np.kron(values.astype(np.float32), np.ones((stride, stride), np.float32))
-    start = offset + (window - stride) // 2  # top-left of the first window's centre block
+    start = grid.block_start()  # top-left of the first window's centre block
     src = max(0, -start)  # rows/columns of the block that fall before the image
     top = max(0, start)
     bh, bw = min(block.shape[0] - src, H - top), min(block.shape[1] - src, W - top)
@@ -66,25 +50,16 @@ def overlay(image: np.ndarray, values: np.ndarray, *, alpha=0.5, cmap="inferno")
 
 
 def overlay_cells(
-    image: np.ndarray,
-    values: np.ndarray,
-    offset: int = 0,
-    window=WINDOW,
-    stride=STRIDE,
-    *,
-    alpha=0.5,
-    cmap="inferno",
+    image: np.ndarray, values: np.ndarray, grid: Grid, *, alpha=0.5, cmap="inferno"
 ) -> np.ndarray:
-    """``overlay(image, place_map(values, ...))`` computed per cell, then spread to pixels.
+    """``overlay(image, place_map(values, ..., grid))`` computed per cell, then spread to pixels.
 
     The same picture (tested equal), several times faster on large images: the
     colour map and the opacity are evaluated once per cell, not once per pixel.
     """
     H, W = image.shape[:2]
     h, w = values.shape
-    cells = place_map(
-        np.arange(h * w, dtype=np.float32).reshape(h, w), (H, W), offset, window, stride
-    )
+    cells = place_map(np.arange(h * w, dtype=np.float32).reshape(h, w), (H, W), grid)
     inside = ~np.isnan(cells)
     idx = np.where(inside, cells, 0).astype(np.int64)
     strength = (0.3 + 0.7 * np.clip(np.nan_to_num(values, nan=0.0), 0, 1)).ravel()
@@ -118,11 +93,11 @@ PALETTE = np.array(
 
 
 def argmax_image(
-    probs: np.ndarray, image_hw, background: int | None = None, offset: int = 0
+    probs: np.ndarray, image_hw, grid: Grid, background: int | None = None
 ) -> np.ndarray:
     """(C, h, w) probabilities -> RGBA image of the winning class per cell (background clear)."""
     winner = probs.argmax(0)
-    placed = place_map(winner, image_hw, offset)
+    placed = place_map(winner, image_hw, grid)
     rgba = np.zeros((*image_hw, 4), np.uint8)
     valid = ~np.isnan(placed)
     idx = np.nan_to_num(placed, nan=0).astype(int)

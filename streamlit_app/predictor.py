@@ -16,6 +16,10 @@ converted to RGB, decompression bombs refused, the long side capped at
 the downscaled image, whose size is reported), and images smaller than the
 network's minimum padded with the mean colour. Digits (the MLP): grayscale,
 ink made bright, cropped to the ink, fitted in 20x20 like the training digits.
+
+What differs between kinds (input, ranking output, grid, summary fields) is one
+entry of ``KINDS`` at the end of this file; cells are placed by the grid read
+from the metadata (``models.grid.Grid.from_meta``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import ctypes
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +37,7 @@ from PIL import Image
 
 from models import boxes as box_ops
 from models import heatmap
+from models.grid import Grid
 from models.imageio import MAX_SIDE, BadImage, cap_side, open_rgb, to_rgb
 
 MIN_SIDE = 32  # smaller images are padded to this (the FCN pads 96 more inside its graph)
@@ -60,7 +66,10 @@ def providers(device: str = "auto") -> list:
         return cpu
     cuda_ok = "CUDAExecutionProvider" in ort.get_available_providers() and gpu_present()
     if device == "cuda" and not cuda_ok:
-        raise PredictorError("device 'cuda' requested, but no GPU or CUDA libraries are present")
+        raise PredictorError(
+            "device 'cuda' requested, but no GPU or CUDA libraries are present "
+            "(use device 'auto' or 'cpu')"
+        )
     if cuda_ok:
         return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "HEURISTIC"}), *cpu]
     return cpu
@@ -111,8 +120,10 @@ class Predictor:
         except json.JSONDecodeError as err:
             raise PredictorError(f"{self.path}: unreadable metadata ({err})") from None
         self.kind: str = self.meta["kind"]
-        if self.kind not in ("mlp", "fcn", "detector"):
+        if self.kind not in KINDS:
             raise PredictorError(f"{self.path}: unknown model kind {self.kind!r}")
+        self.spec: Kind = KINDS[self.kind]
+        self.grid: Grid | None = self.spec.grid(self.meta)  # where the map's cells sit
         self.classes: list[str] = list(self.meta["classes"])
         self.provider: str = self.session.get_providers()[0]
         self.input_name = self.session.get_inputs()[0].name
@@ -186,13 +197,7 @@ class Predictor:
         """Preprocess and run the model once; the expensive part, worth caching."""
         start = time.perf_counter()
         image, original = self.load_image(source)
-        extra = {}
-        if self.kind == "mlp":
-            vector = self.digit_vector(image)
-            feed = vector[None].astype(np.float32)
-            extra["digit"] = vector
-        else:
-            feed = self._pixels(image)
+        feed, extra = self.spec.feed(self, image)
         results = self.session.run(None, {self.input_name: feed})
         maps = {name: r[0] for name, r in zip(self.output_names, results)}
         return Output(image, original, maps, time.perf_counter() - start, extra)
@@ -200,13 +205,8 @@ class Predictor:
     # ----------------------------------------------------------------- post-processing
 
     def top_classes(self, out: Output, k: int = 5) -> list[dict]:
-        """Classes ranked: the MLP's probabilities, or each class's peak over the FCN's map."""
-        if self.kind == "mlp":
-            p = out.maps["probabilities"]
-        elif self.kind == "fcn":
-            p = out.maps["probabilities"].reshape(len(self.classes), -1).max(1)
-        else:
-            p = out.maps["coverage"].reshape(len(self.classes), -1).max(1)
+        """Classes ranked: the MLP's probabilities, or each class's peak over a map's cells."""
+        p = out.maps[self.spec.scores].reshape(len(self.classes), -1).max(1)  # (C, cells) -> (C,)
         order = np.argsort(-p, kind="stable")[:k]
         return [{"class": self.classes[i], "score": float(p[i])} for i in order]
 
@@ -215,24 +215,18 @@ class Predictor:
         c = self.classes.index(cls) if isinstance(cls, str) else int(cls)
         return out.maps["probabilities"][c]
 
-    def _grid(self, reduce: int = 1) -> tuple[int, int, int] | None:
-        """The FCN's (offset, window, stride) in pixels of the image at 1/``reduce`` size;
-        None when they do not divide exactly."""
-        grid = tuple(int(self.meta[k]) for k in ("offset", "window", "stride"))
-        return None if any(v % reduce for v in grid) else tuple(v // reduce for v in grid)
-
     def class_map(self, out: Output, cls) -> np.ndarray:
         """One class's probability map placed on the image: (H, W), NaN where no window centres."""
         values = self._class_probabilities(out, cls)
-        return heatmap.place_map(values, out.image.shape[:2], *self._grid())
+        return heatmap.place_map(values, out.image.shape[:2], self.grid)
 
     def preview_reduction(self, out: Output) -> int:
         """2 for an image wider than PREVIEW_WIDTH (a page shows it at about that size: a
-        quarter of the pixels to blend, draw and encode), else 1. The FCN's grid must
-        halve exactly; downloads stay full size."""
+        quarter of the pixels to blend, draw and encode), else 1. Where previews draw
+        the grid's cells, the grid must halve exactly; downloads stay full size."""
         if out.image.shape[1] <= PREVIEW_WIDTH:
             return 1
-        return 2 if self.kind != "fcn" or self._grid(2) else 1
+        return 2 if not self.spec.draws_cells or self.grid.scaled(2) else 1
 
     @staticmethod
     def _reduced(out: Output, reduce: int) -> np.ndarray:
@@ -241,11 +235,11 @@ class Predictor:
     def heatmap(self, out: Output, cls, opacity: float = 0.6, reduce: int = 1) -> np.ndarray:
         """The class heatmap blended over the image: RGB uint8, the image's size (divided by
         ``reduce``, the cells' geometry with it)."""
-        grid = self._grid(reduce)
+        grid = self.grid.scaled(reduce)
         if grid is None:
             raise ValueError(f"the FCN grid does not divide by {reduce}")
         values = self._class_probabilities(out, cls)
-        return heatmap.overlay_cells(self._reduced(out, reduce), values, *grid, alpha=opacity)
+        return heatmap.overlay_cells(self._reduced(out, reduce), values, grid, alpha=opacity)
 
     def detections(
         self, out: Output, *, threshold: float | None = None, iou: float | None = None, classes=None
@@ -262,7 +256,7 @@ class Predictor:
             wanted = np.isin(np.asarray(self.classes), list(classes))
             coverage = coverage * wanted[:, None, None]
         found, scores, labels = box_ops.decode(
-            coverage, out.maps["bboxes"], threshold=threshold, iou=iou
+            coverage, out.maps["bboxes"], threshold=threshold, iou=iou, grid=self.grid
         )
         return [
             {
@@ -321,32 +315,80 @@ class Predictor:
             "served_size": [w, h],
             "top_classes": self.top_classes(out),
         }
-        if self.kind == "fcn":
-            probs = out.maps["probabilities"]
-            peaks = {}
-            centres_x, centres_y = heatmap.cell_centers(
-                *probs.shape[1:],
-                int(self.meta["offset"]),
-                int(self.meta["window"]),
-                int(self.meta["stride"]),
-            )
-            for c, name in enumerate(self.classes):
-                i, j = np.unravel_index(int(probs[c].argmax()), probs[c].shape)
-                peaks[name] = {
-                    "score": float(probs[c, i, j]),
-                    "x": float(centres_x[i, j]),
-                    "y": float(centres_y[i, j]),
-                }
-            result["heatmap"] = {
-                "cells": list(probs.shape[1:]),
-                "window": self.meta["window"],
-                "stride": self.meta["stride"],
-                "offset": self.meta["offset"],
-                "peaks": peaks,
-            }
-        if self.kind == "detector":
-            dets = self.detections(out, threshold=kw.get("threshold"), iou=kw.get("iou"))
-            result["detections"] = self.coco_results(out, dets)
-        if self.kind == "mlp":
-            result["prediction"] = result["top_classes"][0]["class"]
+        result.update(self.spec.summary(self, out, kw))
         return result
+
+
+# ------------------------------------------------------------------ one entry per kind
+
+
+def _digit_feed(p: Predictor, image: np.ndarray) -> tuple[np.ndarray, dict]:
+    vector = p.digit_vector(image)
+    return vector[None].astype(np.float32), {"digit": vector}  # (1, 400)
+
+
+def _image_feed(p: Predictor, image: np.ndarray) -> tuple[np.ndarray, dict]:
+    return p._pixels(image), {}
+
+
+def _no_grid(meta: dict) -> None:
+    return None
+
+
+def _detector_grid(meta: dict) -> Grid:
+    """The detector's grid; files exported before it had one owner wrote no window, and
+    their ``offset`` was cell 0's centre (15), so each cell is the stride block about it."""
+    if "window" not in meta:
+        stride = int(meta["stride"])
+        return Grid(window=stride, stride=stride, offset=int(meta["offset"]) - stride // 2)
+    return Grid.from_meta(meta)
+
+
+def _digit_summary(p: Predictor, out: Output, kw: dict) -> dict:
+    return {"prediction": p.top_classes(out, 1)[0]["class"]}
+
+
+def _heatmap_summary(p: Predictor, out: Output, kw: dict) -> dict:
+    """The map's size and geometry, and each class's best cell (score, window centre)."""
+    probs = out.maps["probabilities"]
+    centres_x, centres_y = p.grid.cell_centers(*probs.shape[1:])
+    peaks = {}
+    for c, name in enumerate(p.classes):
+        i, j = np.unravel_index(int(probs[c].argmax()), probs[c].shape)
+        peaks[name] = {
+            "score": float(probs[c, i, j]),
+            "x": float(centres_x[i, j]),
+            "y": float(centres_y[i, j]),
+        }
+    return {"heatmap": {"cells": list(probs.shape[1:]), **p.grid.to_meta(), "peaks": peaks}}
+
+
+def _detections_summary(p: Predictor, out: Output, kw: dict) -> dict:
+    dets = p.detections(out, threshold=kw.get("threshold"), iou=kw.get("iou"))
+    return {"detections": p.coco_results(out, dets)}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Everything the predictor does differently for one kind of model."""
+
+    feed: Callable  # (predictor, RGB image) -> (model input, extra values kept in Output)
+    scores: str  # the output whose per-class peak ranks the classes
+    grid: Callable  # metadata -> the map's Grid (None: no map)
+    summary: Callable  # (predictor, output, options) -> the kind's fields of summary()
+    draws_cells: bool = False  # previews draw the grid's cells (so they must divide it)
+
+
+KINDS: dict[str, Kind] = {
+    "mlp": Kind(feed=_digit_feed, scores="probabilities", grid=_no_grid, summary=_digit_summary),
+    "fcn": Kind(
+        feed=_image_feed,
+        scores="probabilities",
+        grid=Grid.from_meta,
+        summary=_heatmap_summary,
+        draws_cells=True,
+    ),
+    "detector": Kind(
+        feed=_image_feed, scores="coverage", grid=_detector_grid, summary=_detections_summary
+    ),
+}

@@ -13,6 +13,7 @@ from exporters.onnx_export import ExportError, export, read_metadata, verify_par
 from models.alexnet import AlexNet
 from models.checkpoint import build_model, load_checkpoint, save_checkpoint
 from models.detectnet import DetectNet
+from models.grid import Grid
 from models.mlp import MLP
 from workshop.data.images import normalize, preprocessing_meta
 
@@ -125,10 +126,16 @@ def test_metadata_round_trip(exported, name, kind):
         assert key in meta, key
     assert meta["trained_on"] == {"dataset": "synthetic-test", "synthetic": True}
     assert meta["mean"] == ckpt["meta"]["mean"] and meta["metrics"] == ckpt["meta"]["metrics"]
-    if kind == "fcn":
-        assert (meta["window"], meta["stride"], meta["offset"]) == (224, 32, -96)
-    if kind == "detector":
-        assert (meta["stride"], meta["offset"]) == (16, 15)
+    if kind == "fcn":  # 224 windows at stride 32, the first at -96: its centre 16 px inside
+        grid = (meta["window"], meta["stride"], meta["offset"])
+        assert grid == (224, 32, -96) and meta["margin"] == 96
+    if kind == "detector":  # 16x16 cells centred on (16 j + 15, 16 i + 15)
+        assert (meta["window"], meta["stride"], meta["offset"]) == (16, 16, 7)
+    if kind != "mlp":
+        xs, ys = Grid.from_meta(meta).cell_centers(2, 3)
+        first = {"fcn": 16, "detector": 15}[kind]
+        assert xs[0].tolist() == [first + k * meta["stride"] for k in range(3)]
+        assert ys[:, 0].tolist() == [first + k * meta["stride"] for k in range(2)]
     if kind == "mlp":
         assert meta["input_size"] == [20, 20]
     # onnxruntime reads the same values (what the predictor uses).
@@ -187,9 +194,25 @@ def test_a_graph_that_differs_from_torch_fails_loudly(exported):
 
 
 def test_fp16_export_stays_close_to_the_float_model(tmp_path, exported):
+    """fp16 ONNX outputs vs the float32 torch FCN (module 2's path) at a size it was not traced
+    at: every logit within 1 % of the largest |logit| (fp16 keeps about 3 decimal digits; the
+    untrained test model's logits are small, so a fixed absolute tolerance would say nothing),
+    every probability within 1e-3."""
+    from workshop.fcn import class_logits
+
     out = export(exported["alexnet"].with_name("checkpoint.pt"), tmp_path / "fcn16.onnx", fp16=True)
     assert read_metadata(out)["fp16"] is True
     assert out.stat().st_size < 0.6 * exported["alexnet"].stat().st_size
+    fcn = build_model(load_checkpoint(exported["alexnet"].with_name("checkpoint.pt")))
+    image = np.random.default_rng(5).integers(0, 256, (263, 345, 3), dtype=np.uint8)
+    ref = class_logits(fcn, image, torch.device("cpu"))  # float32 torch
+    x = image.astype(np.float32).transpose(2, 0, 1)[None]
+    logits, probs = session(out).run(None, {"image": x})
+    assert logits.dtype == np.float32 and logits[0].shape == ref.shape
+    np.testing.assert_allclose(logits[0], ref, rtol=0, atol=1e-2 * np.abs(ref).max())
+    e = np.exp(ref - ref.max(0))
+    np.testing.assert_allclose(probs[0], e / e.sum(0), rtol=0, atol=1e-3)
+    assert np.abs(logits[0] - ref).max() > 0  # really computed in fp16, not a float32 copy
 
 
 def test_cli_exports_every_model_and_refuses_bad_input(tmp_path, python):

@@ -13,6 +13,7 @@ from PIL import Image
 from test_export import make_checkpoints
 
 from exporters.onnx_export import export
+from models import boxes as box_ops
 from models.boxes import box_iou
 from models.checkpoint import build_model, load_checkpoint
 from models.imageio import BadImage
@@ -128,11 +129,53 @@ def test_huge_images_are_capped_and_results_mapped_back(models):
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=80)
     out = p.infer(buf.getvalue())
-    assert out.original_size == (4000, 1500) and max(out.image.shape[:2]) == MAX_SIDE
-    dets = p.detections(out, threshold=0.2)
-    if dets:
-        coco = p.coco_results(out, dets)
-        assert coco[0]["bbox"][0] == pytest.approx(dets[0]["box"][0] * 4000 / MAX_SIDE, abs=0.02)
+    assert out.original_size == (4000, 1500) and out.image.shape[:2] == (720, MAX_SIDE)
+    dets = p.detections(out, threshold=0.2)  # the test detector covers about half of every cell
+    assert len(dets) > 10
+    s = 4000 / MAX_SIDE  # 1500 / 720 too: the same scale on both axes
+    for d, c in zip(dets, p.coco_results(out, dets), strict=True):
+        x0, y0, x1, y1 = d["box"]
+        assert c["bbox"] == pytest.approx([x0 * s, y0 * s, (x1 - x0) * s, (y1 - y0) * s], abs=0.006)
+        assert c["score"] == pytest.approx(d["score"], abs=1e-5)
+
+
+def test_a_detection_is_placed_from_the_metadata_and_mapped_to_the_upload(models):
+    """A constructed output: one covered cell (i, j) = (5, 7) of class 1 claims the corners
+    (-20, -10, +30, +40) about its centre, (16 * 7 + 15, 16 * 5 + 15) = (127, 95) in the
+    served image, which is the upload shrunk 2.5 times."""
+    from streamlit_app.predictor import Output
+
+    p = Predictor(models["detectnet"])
+    coverage = np.zeros((3, 20, 40), np.float32)
+    coverage[1, 5, 7] = 0.9
+    bboxes = np.zeros((4, 20, 40), np.float32)
+    bboxes[:, 5, 7] = [-20, -10, 30, 40]
+    image = np.zeros((600, 1600, 3), np.uint8)
+    out = Output(image, (4000, 1500), {"coverage": coverage, "bboxes": bboxes}, 0.0)
+    dets = p.detections(out, threshold=0.5)
+    assert dets == [
+        {"class": "ring", "label": 1, "score": pytest.approx(0.9), "box": [107, 85, 157, 135]}
+    ]
+    (coco,) = p.coco_results(out, dets, image_id=3)
+    assert coco["bbox"] == [107 * 2.5, 85 * 2.5, 50 * 2.5, 50 * 2.5]
+    assert (coco["image_id"], coco["category_id"], coco["category"]) == (3, 2, "ring")
+
+
+def test_detector_files_exported_before_the_grid_had_one_owner_still_place_cells(models, tmp_path):
+    """Old detector files wrote no window and a cell centre (15) as ``offset``."""
+    old = onnx.load(str(models["detectnet"]))
+    props = {p.key: p.value for p in old.metadata_props}
+    props.pop("window")
+    props["offset"] = "15"
+    del old.metadata_props[:]
+    onnx.helper.set_model_props(old, props)
+    onnx.save(old, str(tmp_path / "old.onnx"))
+    p, q = Predictor(models["detectnet"]), Predictor(tmp_path / "old.onnx")
+    assert p.grid == q.grid == box_ops.GRID
+    image = scene(240, 320, seed=3)
+    assert p.detections(p.infer(image), threshold=0.2) == q.detections(
+        q.infer(image), threshold=0.2
+    )
 
 
 def test_exif_rotation_is_applied(models):
@@ -194,6 +237,26 @@ def test_cli_detector_prints_coco_results_and_errors_plainly(models, tmp_path):
     assert (
         run.returncode == 2 and "not an image file" in run.stderr and "Traceback" not in run.stderr
     )
+
+
+def test_cuda_asked_without_a_gpu_is_one_clear_line(models, tmp_path, monkeypatch, capsys):
+    """--device=cuda where no GPU is (made so here on any machine): the predictor refuses with
+    a PredictorError, and the CLI prints one line and exits 2, no traceback."""
+    import streamlit_app.predictor as predictor_module
+    from streamlit_app import predict
+
+    monkeypatch.setattr(predictor_module, "gpu_present", lambda: False)
+    with pytest.raises(PredictorError, match="device 'cuda' requested, but no GPU") as err:
+        Predictor(models["alexnet"], device="cuda")
+    assert "\n" not in str(err.value)
+    Image.fromarray(scene(64, 64)).save(tmp_path / "scene.png")
+    code = predict.main(
+        [str(tmp_path / "scene.png"), "--model", str(models["alexnet"]), "--device=cuda"]
+    )
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.startswith("error: device 'cuda' requested, but no GPU")
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
 
 
 @pytest.mark.gpu

@@ -15,8 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.alexnet import STRIDE, WINDOW, AlexNet, FullyConvolutionalAlexNet, output_size
-from models.heatmap import MARGIN, argmax_image, blend, cell_centers, overlay, place_map
+from models.alexnet import (
+    STRIDE,
+    WINDOW,
+    AlexNet,
+    FullyConvolutionalAlexNet,
+    PaddedFCN,
+    output_size,
+)
+from models.heatmap import argmax_image, blend, overlay, place_map
 from workshop.data.images import normalize, open_rgb
 from workshop.engine import autocast
 
@@ -29,24 +36,23 @@ def image_tensor(image, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def class_logits(fcn: FullyConvolutionalAlexNet, image, device=None, margin: int = MARGIN):
+def class_logits(fcn: FullyConvolutionalAlexNet, image, device=None):
     """The FCN's logits for a whole image: (classes, h, w) float32 numpy.
 
-    The image is zero-padded (the mean colour, after normalization) by ``margin``
-    pixels on every side first, so the map's geometry has offset -margin: with
-    the default 96, window centres run from 16 pixels inside each edge.
+    The image goes through ``PaddedFCN`` (zero-padded by 96 pixels, the mean
+    colour after normalization), so the map's geometry is ``PaddedFCN.grid``:
+    window centres run from 16 pixels inside each edge.
     """
     device = device or next(fcn.parameters()).device
     fcn.eval()
-    x = F.pad(image_tensor(image, device), (margin,) * 4)  # zeros: the mean colour
     with autocast(device):
-        logits = fcn(x)
+        logits = PaddedFCN(fcn)(image_tensor(image, device))
     return logits.float()[0].cpu().numpy()
 
 
-def class_maps(fcn: FullyConvolutionalAlexNet, image, device=None, margin: int = MARGIN):
+def class_maps(fcn: FullyConvolutionalAlexNet, image, device=None):
     """Softmax over classes of the logits: (classes, h, w) probabilities, float32."""
-    logits = class_logits(fcn, image, device, margin)
+    logits = class_logits(fcn, image, device)
     e = np.exp(logits - logits.max(0, keepdims=True))
     return e / e.sum(0, keepdims=True)
 
@@ -84,7 +90,7 @@ def pointing_game(fcn, coco_json, images_dir, classes: list[str], limit: int = 0
     images = coco["images"][:limit] if limit else coco["images"]
     for info in images:
         scores = log_odds(class_logits(fcn, open_rgb(Path(images_dir) / info["file_name"])))
-        xs, ys = cell_centers(*scores.shape[1:], offset=-MARGIN)
+        xs, ys = PaddedFCN.grid.cell_centers(*scores.shape[1:])
         for cls in sorted({name for name, _ in boxes.get(info["id"], [])}):
             k = classes.index(cls)
             i, j = np.unravel_index(scores[k].argmax(), scores[k].shape)
@@ -199,11 +205,12 @@ def heatmap_figure(
     probs = class_maps(fcn, image)
     hw = image.shape[:2]
     names = [c for c in classes if c != background]
+    grid = PaddedFCN.grid
     overlays = [
-        overlay(image, place_map(probs[classes.index(c)], hw, -MARGIN), alpha=alpha) for c in names
+        overlay(image, place_map(probs[classes.index(c)], hw, grid), alpha=alpha) for c in names
     ]
     bg = classes.index(background) if background in classes else None
-    overlays.append(blend(image, argmax_image(probs, hw, background=bg, offset=-MARGIN)))
+    overlays.append(blend(image, argmax_image(probs, hw, grid, background=bg)))
     titles = [f"P({c})" for c in names] + ["argmax (colour = class, background clear)"]
     fig = Figure(figsize=(4.5 * len(overlays), 4.5 * hw[0] / hw[1] + 0.6), layout="constrained")
     for ax, img, title in zip(fig.subplots(1, len(overlays)), overlays, titles):

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from models import synthetic
-from models.alexnet import STRIDE, WINDOW, alexnet
+from models.alexnet import WINDOW, PaddedFCN, alexnet
 from models.checkpoint import save_checkpoint
 from models.heatmap import save_png
 from workshop import engine
@@ -138,9 +138,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "kind": "fcn",
         "classes": classes,
         **imgdata.preprocessing_meta(),
-        "window": WINDOW,
-        "stride": STRIDE,
-        "offset": 0,
+        **PaddedFCN.grid.to_meta(),  # the exported graph's geometry (it pads by 96)
         "background": synthetic.BACKGROUND in classes,
         "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},
     }

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.boxes import CELL_OFFSET, STRIDE, encode_targets, grid_size
+from models.boxes import encode_targets, grid_size
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.detectnet import DetectNet, detectnet_loss
 from models.heatmap import save_png
@@ -171,8 +171,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "classes": classes,
         "coco_category_ids": train.cat_ids,
         **{k: pre[k] for k in ("mean", "std", "input_scale", "color")},
-        "stride": STRIDE,
-        "offset": CELL_OFFSET,
+        **DetectNet.grid.to_meta(),
         "max_side": MAX_SIDE,
         "threshold": cfg.threshold,
         "cluster_iou": cfg.cluster_iou,

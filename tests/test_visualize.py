@@ -232,18 +232,34 @@ def test_settings_from_an_mlp_checkpoint(tmp_path):
         optimizer={"name": "cg", "config": asdict(cfg)},  # as workshop/train_mlp.py saves it
     )
     table = settings_table(load_checkpoint(path)).set_index("setting")
-    assert table["value"].to_dict() == asdict(cfg)
+    assert table["value"].to_dict() == {
+        **asdict(cfg),
+        "model_name": "mlp",
+        "model_args.hidden_layer_size": 7,
+        "epoch": 0,
+    }
     assert table.loc["hidden_layer_size", "comment"] == "hidden sigmoid units"
 
 
 def test_settings_from_an_alexnet_run_folder(tmp_path, fcn):
     """The AlexNet trainer's checkpoint has no config; its metrics.json beside it has."""
     cfg = asdict(AlexNetConfig(epochs=2))
-    save_checkpoint(tmp_path / "checkpoint.pt", fcn, model_name="alexnet_fcn", model_args={})
-    (tmp_path / "metrics.json").write_text(json.dumps({"val_accuracy": 0.5, "config": cfg}))
-    for run in (tmp_path, tmp_path / "checkpoint.pt", tmp_path / "metrics.json"):
-        table = settings_table(run).set_index("setting")
-        assert table["value"].to_dict() == cfg
+    save_checkpoint(
+        tmp_path / "checkpoint.pt", fcn, model_name="alexnet_fcn", model_args={"width": 0.125}
+    )
+    # engine.write_json sorts the keys; the table keeps the config's field order.
+    metrics = json.dumps({"val_accuracy": 0.5, "config": cfg}, sort_keys=True)
+    (tmp_path / "metrics.json").write_text(metrics)
+    built = {"model_name": "alexnet_fcn", "model_args.width": 0.125, "epoch": 0}
+    for run, extra in (
+        (tmp_path, built),
+        (tmp_path / "checkpoint.pt", built),
+        (tmp_path / "metrics.json", {}),
+    ):
+        table = settings_table(run)
+        assert list(table["setting"]) == [*cfg, *extra]
+        table = table.set_index("setting")
+        assert table["value"].to_dict() == {**cfg, **extra}
         assert table.loc["epochs", "comment"] == "passes over the training crops"
     with pytest.raises(ValueError, match="metrics.json"):
         settings_table(load_checkpoint(tmp_path / "checkpoint.pt"))
@@ -254,7 +270,7 @@ def test_settings_from_a_detectnet_checkpoint():
     # As workshop/train_detectnet.py saves it: the config inside the metrics.
     ckpt = {"model_name": "detectnet", "state_dict": {}, "metrics": {"config": cfg}}
     table = settings_table(ckpt).set_index("setting")
-    assert table["value"].to_dict() == cfg
+    assert table["value"].to_dict() == {**cfg, "model_name": "detectnet", "epoch": None}
     assert table.loc["crop_h", "comment"] == "training crop height (pixels)"
 
 

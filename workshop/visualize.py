@@ -24,6 +24,7 @@ import tokenize
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
@@ -262,8 +263,10 @@ def activations(model: nn.Module, image, *, device=None, channels: int = 8) -> F
         len(layers), columns, squeeze=False, gridspec_kw={"wspace": 0.05, "hspace": 0.12}
     )
     for layer, row in zip(layers, axes):
-        # One colour scale per layer, as DIGITS: channels compare, and 1x1 maps still say something.
-        lo, hi = layer.kept.min().item(), layer.kept.max().item()
+        # One colour scale per layer, so channels compare and 1x1 maps still say something;
+        # its top at the 99th percentile, so that one hot pixel leaves the rest visible.
+        values = layer.kept.numpy()
+        lo, hi = values.min(), max(np.percentile(values, 99), values.min() + 1e-6)
         for c, ax in enumerate(row):
             ax.set_xticks([])
             ax.set_yticks([])
@@ -333,10 +336,10 @@ def config_class(model_name: str | None = None, keys=None) -> type | None:
     return None
 
 
-def _run_config(run) -> tuple[dict, type | None]:
-    """(settings, their dataclass or None) from anything settings_table accepts."""
+def _run_config(run) -> tuple[dict, type | None, dict | None]:
+    """(settings, their dataclass or None, the checkpoint or None) from settings_table's input."""
     if is_dataclass(run) and not isinstance(run, type):
-        return asdict(run), type(run)
+        return asdict(run), type(run), None
     if isinstance(run, str | Path):
         path = Path(run)
         if path.is_dir():  # a run folder: its checkpoint, else its metrics
@@ -353,7 +356,7 @@ def _run_config(run) -> tuple[dict, type | None]:
             found = config if isinstance(config, dict) else None
         if found is None:
             raise ValueError(f"{path}: no training config in the checkpoint, nor in {beside}")
-        return found, config_class(ckpt["model_name"], found)
+        return found, config_class(ckpt["model_name"], found), ckpt
     if not isinstance(run, dict):
         raise TypeError(f"expected a config dataclass, a dict or a path, got {type(run).__name__}")
     if "state_dict" in run:
@@ -363,10 +366,10 @@ def _run_config(run) -> tuple[dict, type | None]:
                 "this checkpoint holds no training config (the AlexNet trainer writes it to "
                 "metrics.json beside checkpoint.pt): pass that file's path or the run folder"
             )
-        return found, config_class(run.get("model_name"), found)
+        return found, config_class(run.get("model_name"), found), run
     if isinstance(run.get("config"), dict):  # metrics.json
-        return run["config"], config_class(keys=run["config"])
-    return run, config_class(keys=run)
+        return run["config"], config_class(keys=run["config"]), None
+    return run, config_class(keys=run), None
 
 
 def _checkpoint_config(ckpt: dict) -> dict | None:
@@ -384,20 +387,38 @@ def settings_table(run) -> pd.DataFrame:
     ``run`` is a config dataclass, a checkpoint dict (``models.checkpoint`` schema), a
     metrics.json dict, a plain config dict, or a path to checkpoint.pt, metrics.json or
     the run folder. ``default`` and ``comment`` (the field's trailing comment in the
-    trainer's source) come from the config dataclass when it is known; otherwise None
-    and "".
+    trainer's source) come from the config dataclass when it is known, whose field order
+    the rows then follow; otherwise None and "". From a checkpoint, rows for the network
+    as built follow (``model_name``, ``model_args.*``, ``epoch``): a config's
+    ``width=0`` means "auto", and model_args says what it became.
     """
-    config, cls = _run_config(run)
-    defaults, comments = {}, {}
+    config, cls, ckpt = _run_config(run)
+    defaults, comments, order = {}, {}, list(config)
     if cls is not None:
+        names = [f.name for f in fields(cls)]
         for f in fields(cls):
             if f.default is not MISSING:
                 defaults[f.name] = f.default
             elif f.default_factory is not MISSING:
                 defaults[f.name] = f.default_factory()
         comments = field_comments(cls)
+        # Field order (metrics.json sorts its keys); keys the class no longer has go last.
+        order = [k for k in names if k in config] + [k for k in config if k not in names]
     rows = [
-        {"setting": k, "value": v, "default": defaults.get(k), "comment": comments.get(k, "")}
-        for k, v in config.items()
+        {
+            "setting": k,
+            "value": config[k],
+            "default": defaults.get(k),
+            "comment": comments.get(k, ""),
+        }
+        for k in order
     ]
+    if ckpt is not None:
+        built = {"model_name": ckpt.get("model_name")}
+        built.update({f"model_args.{k}": v for k, v in (ckpt.get("model_args") or {}).items()})
+        built["epoch"] = ckpt.get("epoch")
+        rows += [
+            {"setting": k, "value": v, "default": None, "comment": "the checkpoint's, as built"}
+            for k, v in built.items()
+        ]
     return pd.DataFrame(rows, columns=["setting", "value", "default", "comment"])

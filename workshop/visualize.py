@@ -151,10 +151,10 @@ def layer_table(model: nn.Module, input_hw) -> pd.DataFrame:
     Columns: ``layer`` (module path), ``name`` (conv1..fc8, pool1/2/5), ``type`` (a folded
     ReLU shows as Conv2d+ReLU; Dropout, the identity at inference, is left out), ``output``
     ((C, H, W), or (features,) after the flatten), ``parameters``, ``FLOPs`` (see layer_flops).
-    Shapes come from a copy of the model on the meta device, so the table of a 1080p FCN at
-    full width costs milliseconds. The classifier (``AlexNet``) runs only where its forward
-    does (223 to 254 pixels): other sizes raise a ValueError that points to
-    ``to_fully_convolutional()``.
+    Shapes come from a copy of the model on the meta device, so even a 1080p FCN at full
+    width is traced without arithmetic (milliseconds, once torch has warmed up). The
+    classifier (``AlexNet``) runs only where its forward does (223 to 254 pixels): other
+    sizes raise a ValueError that points to ``to_fully_convolutional()``.
     """
     h, w = (input_hw, input_hw) if isinstance(input_hw, int) else input_hw
     meta = _meta_copy(model).eval()

@@ -46,6 +46,8 @@ def exercise(name: str, notebook: str):
                 if outer:
                     record(name, False, str(err))
                 raise
+            except NotImplementedError:
+                raise  # not written yet: nothing to record
             except Exception as err:
                 if outer:
                     record(name, False, f"the function raised {type(err).__name__}: {err}")

@@ -519,3 +519,71 @@ def test_an_exercise_not_written_yet_records_nothing(monkeypatch):
     with pytest.raises(NotImplementedError):
         checks.check_iou(not_written)
     assert seen == []
+
+
+def course_files(tmp_path, data):
+    """ex4weights.mat and an ex4data1.mat in the course's format (our digits as the data)."""
+    from workshop.data.digits import save_ex4data, save_ex4weights
+    from workshop.train_mlp import MLPConfig, fit
+
+    result = fit(data, MLPConfig(maxiter=15, baselines=False), progress=False)
+    save_ex4weights(tmp_path / "ex4weights.mat", result.Theta1, result.Theta2)
+    save_ex4data(tmp_path / "ex4data1.mat", data.X_train, data.y_train)
+    return result
+
+
+def test_provided_weights_prefer_the_course_files_then_the_checkpoint(tmp_path):
+    from models.checkpoint import save_checkpoint
+    from models.mlp import to_module
+    from workshop.data.digits import COURSE_COSTS, load_dataset, provided_weights
+
+    data = load_dataset()
+    assert provided_weights(data, tmp_path, tmp_path / "none.pt") is None
+    result = course_files(tmp_path, data)
+    (tmp_path / "ckpt").mkdir()
+    save_checkpoint(
+        tmp_path / "ckpt" / "checkpoint.pt",
+        to_module(result.Theta1, result.Theta2),
+        model_name="mlp",
+        model_args=dict(input_layer_size=400, hidden_layer_size=25, num_labels=10),
+        meta=data.meta,
+    )
+    course = provided_weights(data, tmp_path, tmp_path / "ckpt" / "checkpoint.pt")
+    assert course.source == "course" and course.expected_costs == COURSE_COSTS
+    np.testing.assert_allclose(course.Theta2, result.Theta2)  # the course's row order undone
+    own = provided_weights(data, tmp_path / "ckpt", tmp_path / "ckpt" / "checkpoint.pt")
+    assert own.expected_costs is None and own.source.endswith("checkpoint.pt")
+    np.testing.assert_allclose(own.Theta1, result.Theta1, atol=1e-6)  # stored as float32
+    checks.check_cost_with_provided_weights(mlp.nn_cost_function, own)
+
+
+def test_provided_weights_check_compares_with_the_course_values(tmp_path):
+    """With the course's files the reference is the course's published cost, not our code."""
+    from workshop.data.digits import load_dataset, provided_weights
+
+    data = load_dataset()
+    course_files(tmp_path, data)
+    provided = provided_weights(data, tmp_path)
+    with pytest.raises(checks.ExerciseFailed, match=re.escape("(the course's value)")):
+        checks.check_cost_with_provided_weights(mlp.nn_cost_function, provided)  # not ex4 data
+    J0 = mlp.nn_cost_function(
+        mlp.pack_params(provided.Theta1, provided.Theta2), 400, 25, 10, provided.X, provided.y, 0
+    )[0]
+    provided.expected_costs = {0.0: round(J0, 6), 1.0: 99.0}
+    with pytest.raises(checks.ExerciseFailed, match="lambda=1"):  # lambda 0 passed
+        checks.check_cost_with_provided_weights(mlp.nn_cost_function, provided)
+
+
+def test_provided_weights_mistakes_are_named(tmp_path):
+    from workshop.data.digits import load_dataset, provided_weights
+
+    data = load_dataset()
+    course_files(tmp_path, data)
+    provided = provided_weights(data, tmp_path)
+    provided.expected_costs = None  # compare with the library on these weights
+
+    def unregularized(p, il, hl, nl, X, y, lambda_):
+        return mlp.nn_cost_function(p, il, hl, nl, X, y, 0.0)[0]
+
+    with pytest.raises(checks.ExerciseFailed, match="regularization is missing"):
+        checks.check_cost_with_provided_weights(unregularized, provided)

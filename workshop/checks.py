@@ -214,6 +214,36 @@ def check_backprop(nn_cost_function) -> None:
     _passed("backpropagation (values and gradient check)")
 
 
+@exercise("provided_weights", "01_mlp_backprop")
+def check_cost_with_provided_weights(cost_function, provided) -> None:
+    """Exercise: the cost function on trained weights (``data.digits.provided_weights``).
+
+    With the course's files the references are the course's published costs (0.287629
+    without, 0.383770 with lambda = 1); otherwise the library's cost on the same weights.
+    """
+    nn_params = mlp.pack_params(provided.Theta1, provided.Theta2)
+    sizes = (provided.Theta1.shape[1] - 1, provided.Theta1.shape[0], provided.Theta2.shape[0])
+    for lambda_ in (0.0, 1.0):
+        out = cost_function(nn_params, *sizes, provided.X, provided.y, lambda_)
+        got = float(_as_numpy(out[0] if isinstance(out, tuple) else out))
+        want, mistakes = _cost_mistakes(
+            provided.Theta1, provided.Theta2, provided.X, provided.y, lambda_
+        )
+        if provided.expected_costs is not None:
+            want = provided.expected_costs[lambda_]  # published to 6 decimals
+            if abs(got - want) > 5e-7:
+                _fail(
+                    f"cost with the course's weights, lambda={lambda_:g} (the course's value)",
+                    got,
+                    want,
+                    mistakes,
+                )
+        elif not np.isclose(got, want, rtol=1e-9, atol=1e-12):
+            _fail(f"cost with the provided weights, lambda={lambda_:g}", got, want, mistakes)
+        print(f"  lambda = {lambda_:g}: J = {got:.6f} (expected {want:.6f})")
+    _passed(f"cost on the provided weights ({provided.source})")
+
+
 # Module 2: the fully convolutional AlexNet -------------------------------------------------
 
 

@@ -88,6 +88,32 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
 
 
+def cluster_proposals(
+    proposals: np.ndarray, scores: np.ndarray, iou: float = 0.4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy clustering of one class's proposals (n, 4) into boxes, best first.
+
+    The most covered proposal left is a seed; its cluster is every remaining
+    proposal overlapping it by more than ``iou`` (and itself). The cluster's box
+    is its members' mean weighted by their scores, and its score is the seed's.
+    """
+    proposals, scores = np.asarray(proposals), np.asarray(scores)
+    order = np.argsort(-scores, kind="stable")
+    proposals, scores = proposals[order], scores[order]
+    boxes, box_scores = [], []
+    alive = np.arange(len(proposals))  # indices not yet in a cluster, best first
+    while len(alive):
+        seed = alive[0]
+        members = alive[box_iou(proposals[seed : seed + 1], proposals[alive])[0] > iou]
+        members = np.union1d(members, [seed])
+        weights = scores[members][:, None]
+        boxes.append((proposals[members] * weights).sum(0) / weights.sum())
+        box_scores.append(scores[seed])
+        alive = np.setdiff1d(alive, members, assume_unique=True)
+    dtype = np.result_type(proposals, scores, np.float32)
+    return np.asarray(boxes, dtype).reshape(-1, 4), np.asarray(box_scores, dtype)
+
+
 def decode(
     coverage: np.ndarray,
     bboxes: np.ndarray,
@@ -128,17 +154,10 @@ def decode(
         )
         scores = coverage[c][keep]
         order = np.argsort(-scores, kind="stable")[:max_proposals]
-        props, scores = props[order], scores[order]
-        alive = np.arange(len(props))  # indices not yet in a cluster, best first
-        while len(alive):
-            seed = alive[0]
-            members = alive[box_iou(props[seed : seed + 1], props[alive])[0] > iou]
-            members = np.union1d(members, [seed])
-            wts = scores[members][:, None]
-            out_boxes.append((props[members] * wts).sum(0) / wts.sum())
-            out_scores.append(scores[seed])
-            out_labels.append(c)
-            alive = np.setdiff1d(alive, members, assume_unique=True)
+        boxes, box_scores = cluster_proposals(props[order], scores[order], iou)
+        out_boxes.extend(boxes)
+        out_scores.extend(box_scores)
+        out_labels.extend([c] * len(boxes))
     if not out_boxes:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     best = np.argsort(-np.asarray(out_scores), kind="stable")[:max_detections]

@@ -151,3 +151,41 @@ def load_ex4weights(path) -> tuple[np.ndarray, np.ndarray]:
 def save_ex4weights(path, Theta1: np.ndarray, Theta2: np.ndarray) -> None:
     """Write 0-based Theta1, Theta2 in the course's row order (zero last)."""
     scipy.io.savemat(path, {"Theta1": Theta1, "Theta2": np.roll(Theta2, -1, axis=0)})
+
+
+# ex4's published costs with its ex4weights.mat on its ex4data1.mat, by lambda
+COURSE_COSTS = {0.0: 0.287629, 1.0: 0.383770}
+
+
+@dataclass
+class ProvidedWeights:
+    """Trained weights to check a cost function on, with the data they go with."""
+
+    Theta1: np.ndarray
+    Theta2: np.ndarray
+    X: np.ndarray
+    y: np.ndarray
+    source: str  # "course" (ex4weights.mat on ex4data1.mat) or the checkpoint's path
+    expected_costs: dict[float, float] | None  # the course's published costs; None otherwise
+
+    def __repr__(self) -> str:
+        return (
+            f"ProvidedWeights({self.source}: Theta1 {self.Theta1.shape}, Theta2 "
+            f"{self.Theta2.shape}, {len(self.X)} examples)"
+        )
+
+
+def provided_weights(data: DigitsSplit, data_dir="data", checkpoint=None) -> ProvidedWeights | None:
+    """The course's ex4weights.mat and ex4data1.mat when both are in ``data_dir``, else the
+    project's trained MLP (``checkpoint``) on ``data``'s training set, else None."""
+    course = Path(data_dir) / "ex4weights.mat", Path(data_dir) / "ex4data1.mat"
+    if all(p.is_file() for p in course):
+        return ProvidedWeights(
+            *load_ex4weights(course[0]), *load_ex4data(course[1]), "course", dict(COURSE_COSTS)
+        )
+    if checkpoint is not None and Path(checkpoint).is_file():
+        from models.checkpoint import build_model, load_checkpoint
+
+        Theta1, Theta2 = build_model(load_checkpoint(checkpoint)).thetas()
+        return ProvidedWeights(Theta1, Theta2, data.X_train, data.y_train, str(checkpoint), None)
+    return None

@@ -429,11 +429,12 @@ def check_cell_window(cell_window) -> None:
     """Exercise: ``cell_window(i, j, margin)``, the (x0, y0, x1, y1) window cell (i, j)
     of the map answers for, in the original image's pixels, when the image was padded by
     ``margin`` pixels on every side before the FCN ran."""
-    from models.heatmap import STRIDE, WINDOW, window_box
+    from models.alexnet import STRIDE, WINDOW, FullyConvolutionalAlexNet
 
     for margin in (0, 96):
+        grid = FullyConvolutionalAlexNet.grid.padded(margin)
         got = np.array([cell_window(i, j, margin) for i, j in _CELLS], dtype=float)
-        want = np.array([window_box(i, j, -margin) for i, j in _CELLS], dtype=float)
+        want = np.array([grid.window_box(i, j) for i, j in _CELLS], dtype=float)
         if got.shape != want.shape or not np.allclose(got, want):
             ij = np.array(_CELLS, dtype=float)
             i, j = ij[:, :1], ij[:, 1:]

@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         f"data: {data_name}: {len(train)} train / {len(val)} val crops, classes {classes}"
         + (f", skipped {train.skipped}" if train.skipped else "")
     )
+    train_batch, val_batch = crop_batches(train, val, cfg, run)
 
     try:
         model = alexnet(num_classes=len(classes), width=width, pretrained=cfg.pretrained)
@@ -166,8 +167,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         "background": synthetic.BACKGROUND in classes,
         "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},
     }
-
-    train_batch, val_batch = crop_batches(train, val, cfg, run)
     job = engine.Job(
         model_name="alexnet",
         model_args=model_args,
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         n_train=len(train),
         train_batch=train_batch,
         val_batch=val_batch,
-        val_batches=engine.epoch_batches(len(val), 256, 0, 0, Dist(), shuffle=False),
+        val_batches=engine.epoch_batches(len(val), 256, 0, 0, Dist(), shuffle=False),  # in order
         loss_fn=cross_entropy,
         report=epoch_report,
         plot=partial(plot_history, title=f"AlexNet (width {width})"),

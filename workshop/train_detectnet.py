@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         f"data: {data_name}: {len(train)} train images ({n_boxes} boxes) / {len(val)} held out, "
         f"classes {classes}"
     )
+    train_batch, val_batch = scene_batches(train, val, cfg, run)
 
     model = DetectNet(num_classes=len(classes), width=width)
     backbone = init_backbone(model, cfg, width, log)
@@ -208,8 +209,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         "cluster_iou": cfg.cluster_iou,
         "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},
     }
-
-    train_batch, val_batch = scene_batches(train, val, cfg, run)
     job = engine.Job(
         model_name="detectnet",
         model_args=model_args,

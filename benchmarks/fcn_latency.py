@@ -16,8 +16,8 @@ from torch import nn
 from benchmarks.common import median_seconds
 from models.alexnet import MARGIN
 from models.checkpoint import build_model, load_checkpoint
+from workshop.artifacts import artifacts_dir
 from workshop.data.images import normalize
-from workshop.engine import artifacts_dir
 
 SIZES = ((224, 224), (480, 640), (1080, 1920))
 

@@ -27,8 +27,8 @@ from benchmarks import mlp_bench, training
 from benchmarks.common import median_seconds, peak_gpu_mb
 from benchmarks.fcn_latency import count_flops
 from models.alexnet import MARGIN, alexnet
-from workshop import engine
 from workshop.data.images import normalize
+from workshop.distributed import describe_device, pick_device
 
 BF16_PEAK_TFLOPS = 790  # H100 SXM dense bf16, for the "what bounds it" column
 FULL = {
@@ -156,9 +156,9 @@ def run(dry_run: bool = False) -> dict:
             "skipped": "no CUDA here: run it on a GPU machine (bash benchmarks/gpu_check.sh), "
             "or --dry-run for the tiny CPU version"
         }
-    device = engine.pick_device("cuda" if cuda else "cpu")
+    device = pick_device("cuda" if cuda else "cpu")
     size = DRY if dry_run else FULL
-    out = {"device": engine.describe_device(device), "dry_run": dry_run, "sizes": size}
+    out = {"device": describe_device(device), "dry_run": dry_run, "sizes": size}
     for name, fn in (
         ("training", alexnet_training),
         ("fcn_heatmap", fcn_heatmap),

@@ -19,6 +19,7 @@ from benchmarks.common import peak_gpu_mb
 from models.alexnet import alexnet
 from workshop import engine
 from workshop.data.images import make_batch, normalize
+from workshop.distributed import Dist, describe_device, pick_device
 
 
 def _images_per_s(step, batch: int, steps: int, warmup: int, device) -> float:
@@ -42,7 +43,7 @@ def run(
     track_memory: bool = False,
 ):
     """Images/s of each path; with ``track_memory`` on CUDA also each path's peak MiB."""
-    device = engine.pick_device("auto")
+    device = pick_device("auto")
     cuda = device.type == "cuda"
     width = width or (1.0 if cuda else 0.25)
     steps = steps or (50 if cuda else 8)
@@ -66,7 +67,7 @@ def run(
         opt.step()
 
     result = {
-        "device": engine.describe_device(device),
+        "device": describe_device(device),
         "width": width,
         "batch": batch,
         "steps": steps,
@@ -86,7 +87,7 @@ def run(
 
     def engine_path(compiled: bool) -> float:
         m, raw = engine.prepare_model(
-            alexnet(num_classes=4, width=width), device, channels_last=True, d=engine.Dist()
+            alexnet(num_classes=4, width=width), device, channels_last=True, d=Dist()
         )
         train_model = torch.compile(m) if compiled else m
         o = torch.optim.SGD(raw.parameters(), lr=1e-3, momentum=0.9)
@@ -110,7 +111,7 @@ def run(
             None,
             device,
             epoch=0,
-            d=engine.Dist(),
+            d=Dist(),
             channels_last=True,
             desc="warm-up",
         )
@@ -123,7 +124,7 @@ def run(
             None,
             device,
             epoch=1,
-            d=engine.Dist(),
+            d=Dist(),
             channels_last=True,
             desc="bench",
         )

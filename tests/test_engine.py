@@ -1,41 +1,27 @@
-"""The training engine: sharding, RNG state, loud failures, exact resume after SIGKILL, DDP."""
+"""The training loops: sharding, loud failures, and the shared fit loop with its files."""
 
 import json
-import os
-import random
-import signal
-import subprocess
-import time
+from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import load_checkpoint
+from models.mlp import MLP
 from workshop import engine
+from workshop.distributed import Dist
+from workshop.plots import plot_history
+from workshop.resume import seed_everything
 
 
 def test_epoch_batches_shard_and_reshuffle():
-    two = [engine.epoch_batches(10, 3, epoch=1, seed=0, d=engine.Dist(r, 2)) for r in (0, 1)]
+    two = [engine.epoch_batches(10, 3, epoch=1, seed=0, d=Dist(r, 2)) for r in (0, 1)]
     seen = torch.cat([torch.cat(b) for b in two])
     assert sorted(seen.tolist())[:10] == list(range(10)) and len(seen) == 10
     assert len(two[0]) == len(two[1])
-    again = engine.epoch_batches(10, 3, epoch=1, seed=0, d=engine.Dist(0, 2))
+    again = engine.epoch_batches(10, 3, epoch=1, seed=0, d=Dist(0, 2))
     assert all(torch.equal(a, b) for a, b in zip(two[0], again))
-    other = engine.epoch_batches(10, 3, epoch=2, seed=0, d=engine.Dist(0, 2))
+    other = engine.epoch_batches(10, 3, epoch=2, seed=0, d=Dist(0, 2))
     assert not all(torch.equal(a, b) for a, b in zip(two[0], other))
-
-
-def test_rng_state_round_trip(tmp_path):
-    engine.seed_everything(0)
-    np.random.normal()  # noqa: NPY002 -- leaves a cached gaussian in the state
-    state = engine.rng_state()
-    torch.save(state, tmp_path / "rng.pt")
-    expected = (random.random(), np.random.normal(), torch.rand(3))  # noqa: NPY002
-    engine.seed_everything(99)
-    engine.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
-    got = (random.random(), np.random.normal(), torch.rand(3))  # noqa: NPY002
-    assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
 
 
 def test_non_finite_loss_stops_loudly():
@@ -59,132 +45,84 @@ def test_non_finite_loss_stops_loudly():
             None,
             torch.device("cpu"),
             epoch=1,
-            d=engine.Dist(),
+            d=Dist(),
         )
 
 
-def small_run(python, out, data_dir, *extra):
-    return [
-        python,
-        "-m",
-        "workshop.train_alexnet",
-        "--synthetic_size=small",
-        "--width=0.125",
-        "--batch_size=4",
-        "--epochs=4",
-        "--sliding_check=false",
-        "--pointing_scenes=1",
-        f"--out_dir={out}",
-        f"--data_dir={data_dir}",
-        *extra,
-    ]
+X = torch.randn(40, 4, generator=torch.Generator().manual_seed(1))
+Y = (X[:, 0] > 0).long()
 
 
-def train_small(python, out, data_dir, *extra):
-    run = subprocess.run(
-        small_run(python, out, data_dir, *extra), capture_output=True, text=True, timeout=600
+class Killed(Exception):
+    pass
+
+
+def killed_after(epochs: int):
+    """A plot step that ends the run once ``epochs`` epochs are saved (as a SIGKILL would)."""
+
+    def plot(history, path):
+        plot_history(history, path)
+        if len(history) == epochs:
+            raise Killed
+
+    return plot
+
+
+def tiny_fit(out, epochs: int, resume: bool = False, seed_before: int = 0, plot=plot_history):
+    """engine.fit on a 4-8-2 MLP over 40 noisy points (noise from the global RNG)."""
+    cfg = SimpleNamespace(
+        epochs=epochs,
+        batch_size=8,
+        seed=0,
+        max_steps=0,
+        lr=0.05,
+        weight_decay=0.0,
+        resume=resume,
+        channels_last=False,
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return run
+    run = engine.Run(torch.device("cpu"), Dist(), 1.0, out, lambda *a: None)
+    torch.manual_seed(0)
+    net = MLP(input_layer_size=4, hidden_layer_size=8, num_labels=2)
+    model, raw = engine.prepare_model(net, run.device, channels_last=False, d=run.d)
+    steps = engine.steps_per_epoch(len(X), cfg, run.d)
+    optimizer, scheduler = engine.build_optimizer(raw, cfg, steps, pct_start=0.2)
+    seed_everything(seed_before)  # what a resumed run starts from must not matter
 
+    def loss_fn(logits, y):
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        return loss, {"cross_entropy": loss}, (logits.argmax(1) == y).sum().item()
 
-def final_weights(out):
-    return load_checkpoint(out / "train_state.pt")["state_dict"]
-
-
-@pytest.mark.slow
-def test_sigkill_then_resume_ends_with_the_same_weights(tmp_path, python):
-    data = tmp_path / "data"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        small_run(python, tmp_path / "straight", data),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    job = engine.Job(
+        model_name="mlp",
+        model_args={"input_layer_size": 4, "hidden_layer_size": 8, "num_labels": 2},
+        meta={"kind": "test"},
+        n_train=len(X),
+        train_batch=lambda epoch: lambda idx: (X[idx] + 0.3 * torch.randn(len(idx), 4), Y[idx]),
+        val_batch=lambda idx: (X[idx], Y[idx]),
+        val_batches=[torch.arange(0, 20), torch.arange(20, 40)],
+        loss_fn=loss_fn,
+        report=lambda stats, val: f"loss {stats['loss']:.3f}",
+        plot=plot,
     )
-    assert run.returncode == 0, run.stderr[-2000:]
+    return engine.fit(run, cfg, model, raw, optimizer, scheduler, job), raw
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        small_run(python, killed, data),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 240
-    while not (killed / "train_state.pt").exists():  # wait for epoch 1's checkpoint
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.1)  # into epoch 2 (an epoch is 24 steps)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert load_checkpoint(killed / "train_state.pt")["epoch"] < 4
-    assert not list(killed.glob(".*.tmp"))  # no half-written checkpoint left behind
 
-    run = subprocess.run(
-        small_run(python, killed, data, "--resume=true"),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+def test_fit_records_every_epoch_and_resumes_exactly(tmp_path):
+    straight, raw = tiny_fit(tmp_path / "straight", epochs=3)
+    assert [h["epoch"] for h in straight.history] == [1, 2, 3]
+    first = straight.history[0]
+    assert {"train_loss", "train_accuracy", "train_cross_entropy", "val_loss", "val_accuracy"} <= (
+        set(first)
     )
-    assert run.returncode == 0 and "resumed from" in run.stdout, run.stderr[-2000:]
-    a, b = final_weights(tmp_path / "straight"), final_weights(killed)
+    assert sorted(straight.samples) == list(range(40))  # the last epoch saw every sample once
+    saved = json.loads((tmp_path / "straight" / "history.json").read_text())["history"]
+    assert [h["val_loss"] for h in saved] == [h["val_loss"] for h in straight.history]
+    assert (tmp_path / "straight" / "curves.png").stat().st_size > 0
+
+    with pytest.raises(Killed):
+        tiny_fit(tmp_path / "killed", epochs=3, plot=killed_after(1))
+    resumed, raw2 = tiny_fit(tmp_path / "killed", epochs=3, resume=True, seed_before=7)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    a, b = raw.state_dict(), raw2.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.mark.slow
-def test_torchrun_two_ranks_end_identical(tmp_path, python):
-    out = tmp_path / "ddp"
-    cmd = [
-        python,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        *small_run(python, out, tmp_path / "data", "--epochs=1", "--max_steps=3")[1:],
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["world_size"] == 2
-    digests = metrics["rank_weight_digests"]
-    assert len(digests) == 2 and digests[0] == digests[1]
-    assert run.stdout.count("epoch 1/1") == 1  # only rank 0 prints
-
-
-@pytest.mark.gpu
-def test_cuda_path_trains_with_bf16_and_channels_last(tmp_path, python):
-    out = tmp_path / "cuda"
-    train_small(python, out, tmp_path / "data", "--device=cuda", "--epochs=1", "--width=1")
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["device"].startswith("cuda") and metrics["fcn_vs_classifier_max_abs_diff"] < 1e-3
-
-
-@pytest.mark.slow
-def test_compiled_training_saves_the_plain_model(tmp_path, python):
-    out = tmp_path / "compiled"
-    train_small(python, out, tmp_path / "data", "--epochs=1", "--max_steps=2", "--compile=true")
-    state = final_weights(out)
-    assert not any(k.startswith("_orig_mod") for k in state)  # no key-prefix fix ever needed
-    assert load_checkpoint(out / "checkpoint.pt")["model_name"] == "alexnet_fcn"
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--dataset=/nonexistent/folder"], "no such image folder"),
-        (["--synthetic_size=huge"], "must be full or small"),
-        (["--epochs=many"], "--epochs expects int"),
-        (["--lr=1e-3", "--colour=red"], "unknown option '--colour=red'"),
-    ],
-)
-def test_trainer_mistakes_are_messages_not_tracebacks(python, args, message):
-    run = subprocess.run(
-        [python, "-m", "workshop.train_alexnet", *args], capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode != 0 and message in run.stderr
-    assert "Traceback" not in run.stderr
+    assert resumed.history[2]["val_loss"] == straight.history[2]["val_loss"]

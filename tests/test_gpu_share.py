@@ -17,7 +17,7 @@ import pytest
 def test_a_participant_process_gets_only_its_share_of_the_gpu():
     code = (
         "import torch\n"
-        "from workshop.engine import apply_gpu_share, pick_device\n"
+        "from workshop.distributed import apply_gpu_share, pick_device\n"
         "d = pick_device('cuda'); apply_gpu_share(d)\n"
         "total = torch.cuda.get_device_properties(d).total_memory\n"
         "small = torch.empty(int(total * 0.05), dtype=torch.uint8, device=d)\n"

@@ -264,7 +264,7 @@ def test_store_keeps_the_latest_result_and_counts_attempts(tmp_path):
 
 
 def test_notebooks_use_the_instructors_models_until_the_participant_trains(tmp_path, monkeypatch):
-    from workshop.engine import trained_artifacts
+    from workshop.artifacts import trained_artifacts
 
     own, shared = tmp_path / "own", tmp_path / "shared"
     monkeypatch.setenv("ARTIFACTS", str(own))

@@ -82,3 +82,40 @@ def save_figure(fig: Figure, path, dpi: int = 110) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
     return path
+
+
+def plot_history(history: list[dict], path, title: str = "") -> Path:
+    """Loss and accuracy curves per epoch (train and val) to a PNG."""
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    for split, style in (("train", "-o"), ("val", "--o")):
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], style, label=split)
+        ax_acc.plot(epochs, [100 * h[f"{split}_accuracy"] for h in history], style, label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_detector_history(history: list[dict], path, title: str = "") -> Path:
+    """Loss per epoch (train, held out) and the training loss's two parts, to a PNG."""
+    fig = Figure(figsize=(9, 3.5), layout="constrained")
+    ax_loss, ax_parts = fig.subplots(1, 2)
+    epochs = [h["epoch"] for h in history]
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "-o", label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], "--o", label="held out")
+    ax_parts.plot(epochs, [h["train_coverage"] for h in history], "-o", label="coverage (L2)")
+    ax_parts.plot(epochs, [h["train_bboxes"] for h in history], "-o", label="boxes (L1 / size)")
+    ax_loss.set(xlabel="epoch", ylabel="loss")
+    ax_parts.set(xlabel="epoch", ylabel="training loss part", yscale="log")
+    for ax in (ax_loss, ax_parts):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

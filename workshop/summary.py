@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from workshop.engine import artifacts_dir
+from workshop.artifacts import artifacts_dir
 
 
 def _pct(x) -> str:

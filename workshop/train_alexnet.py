@@ -15,8 +15,8 @@ Writes artifacts/alexnet/: checkpoint.pt (the fully convolutional net), train_st
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,14 @@ from models.alexnet import WINDOW, PaddedFCN, alexnet
 from models.checkpoint import save_checkpoint
 from models.heatmap import save_png
 from workshop import engine
+from workshop.artifacts import write_json
 from workshop.cli import parse_config
 from workshop.data import images as imgdata
 from workshop.data.prepare import resolve
+from workshop.data.synthetic_set import synthetic_data
+from workshop.distributed import Dist, end_run
 from workshop.fcn import compare_with_sliding_window, heatmap_figure, pointing_game
-from workshop.plots import save_figure
+from workshop.plots import plot_history, save_figure
 
 
 @dataclass
@@ -58,12 +61,12 @@ class AlexNetConfig:
     out_dir: str = ""  # default: artifacts/alexnet (or $ARTIFACTS/alexnet)
 
 
-def load_data(cfg: AlexNetConfig, d: engine.Dist):
+def load_data(cfg: AlexNetConfig, d: Dist):
     """(train, val) CachedImages plus the scenes folder for synthetic data (else None)."""
     root = Path(cfg.data_dir)
     scenes = None
     if cfg.dataset == "synthetic":
-        syn_root = engine.synthetic_data(cfg, d)
+        syn_root = synthetic_data(cfg, d)
         crops = syn_root / "crops"
         train_f = imgdata.ImageFolder.scan(crops / "train")
         val_f = imgdata.ImageFolder.scan(crops / "val")
@@ -85,6 +88,49 @@ def load_data(cfg: AlexNetConfig, d: engine.Dist):
     return caches[0], caches[1], scenes, name
 
 
+def crop_batches(train, val, cfg: AlexNetConfig, run: engine.Run):
+    """(epoch -> get_batch for training, get_batch for validation): uint8 crops cut into
+    normalized float batches on the device, training ones randomly resized and flipped.
+
+    The uint8 images stay on the GPU when they fit, so batches are cut and augmented there.
+    """
+    device = run.device
+    on_device = device.type == "cuda" and train.images.nbytes < 0.25 * torch.cuda.mem_get_info()[0]
+    store = {
+        split: torch.from_numpy(np.array(c.images)).to(device if on_device else "cpu")
+        for split, c in (("train", train), ("val", val))
+    }
+    labels = {"train": torch.from_numpy(train.labels), "val": torch.from_numpy(val.labels)}
+
+    def getter(split: str, generator=None):
+        def get(indices):
+            x = store[split][indices.to(store[split].device)].to(device, non_blocking=True)
+            x = imgdata.make_batch(x, train=split == "train", generator=generator)
+            return x, labels[split][indices].to(device)
+
+        return get
+
+    def for_epoch(epoch: int):
+        return getter(
+            "train", torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 101 + run.d.rank)
+        )
+
+    return for_epoch, getter("val")
+
+
+def cross_entropy(logits, y):
+    """The loop's loss: (loss, its parts, correct predictions)."""
+    loss = F.cross_entropy(logits, y)
+    return loss, {"cross_entropy": loss}, (logits.argmax(1) == y).sum().item()
+
+
+def epoch_report(stats: dict, val: dict) -> str:
+    return (
+        f"train loss {stats['loss']:.3f} acc {stats['accuracy']:.1%} "
+        f"({stats['images_per_s']:.0f} img/s), val loss {val['loss']:.3f} acc {val['accuracy']:.1%}"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     cfg = parse_config(AlexNetConfig, argv)
     run = engine.start_run(cfg, "alexnet")
@@ -99,41 +145,18 @@ def main(argv: list[str] | None = None) -> dict | None:
         f"data: {data_name}: {len(train)} train / {len(val)} val crops, classes {classes}"
         + (f", skipped {train.skipped}" if train.skipped else "")
     )
-
-    # Keep the uint8 images on the GPU when they fit; batches are cut and augmented there.
-    on_device = device.type == "cuda" and train.images.nbytes < 0.25 * torch.cuda.mem_get_info()[0]
-    store = {
-        split: torch.from_numpy(np.array(c.images)).to(device if on_device else "cpu")
-        for split, c in (("train", train), ("val", val))
-    }
-    labels = {"train": torch.from_numpy(train.labels), "val": torch.from_numpy(val.labels)}
-
-    def batch_getter(split: str, generator=None):
-        def get(indices):
-            x = store[split][indices.to(store[split].device)].to(device, non_blocking=True)
-            x = imgdata.make_batch(x, train=split == "train", generator=generator)
-            return x, labels[split][indices].to(device)
-
-        return get
-
-    def loss_fn(logits, y):
-        loss = F.cross_entropy(logits, y)
-        return loss, {"cross_entropy": loss}, (logits.argmax(1) == y).sum().item()
+    train_batch, val_batch = crop_batches(train, val, cfg, run)
 
     try:
         model = alexnet(num_classes=len(classes), width=width, pretrained=cfg.pretrained)
     except (RuntimeError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
-    model, raw = engine.prepare_model(model, device, channels_last=cfg.channels_last, d=d)
-    model_args = {"num_classes": len(classes), "width": width}
-    train_model = torch.compile(model) if cfg.compile else model
-
-    steps = len(engine.epoch_batches(len(train), cfg.batch_size, 0, cfg.seed, d))
-    steps = min(steps, cfg.max_steps) if cfg.max_steps else steps
-    optimizer = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.2
+    model, raw = engine.prepare_model(
+        model, device, channels_last=cfg.channels_last, d=d, compile=cfg.compile
     )
+    model_args = {"num_classes": len(classes), "width": width}
+    steps = engine.steps_per_epoch(len(train), cfg, d)
+    optimizer, scheduler = engine.build_optimizer(raw, cfg, steps, pct_start=0.2)
     meta = {
         "kind": "fcn",
         "classes": classes,
@@ -142,77 +165,42 @@ def main(argv: list[str] | None = None) -> dict | None:
         "background": synthetic.BACKGROUND in classes,
         "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},
     }
-    state_path, start_epoch, history = engine.resume_if_asked(
-        cfg.resume, out, raw, optimizer, scheduler, log
+    job = engine.Job(
+        model_name="alexnet",
+        model_args=model_args,
+        meta=meta,
+        n_train=len(train),
+        train_batch=train_batch,
+        val_batch=val_batch,
+        val_batches=engine.epoch_batches(len(val), 256, 0, 0, Dist(), shuffle=False),  # in order
+        loss_fn=cross_entropy,
+        report=epoch_report,
+        plot=partial(plot_history, title=f"AlexNet (width {width})"),
     )
+    fitted = engine.fit(run, cfg, model, raw, optimizer, scheduler, job)
+    ranks = end_run(raw, d, fitted.samples)  # other ranks end here; the main one evaluates
 
-    started = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        batches = engine.epoch_batches(len(train), cfg.batch_size, epoch, cfg.seed, d)
-        batches = batches[:steps]
-        aug = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch * 101 + d.rank)
-        stats = engine.train_one_epoch(
-            train_model,
-            batches,
-            batch_getter("train", aug),
-            loss_fn,
-            optimizer,
-            scheduler,
-            device,
-            epoch=epoch + 1,
-            d=d,
-            channels_last=cfg.channels_last,
-            desc="alexnet",
-        )
-        val_batches = engine.epoch_batches(len(val), 256, 0, 0, engine.Dist(), shuffle=False)
-        val_stats = engine.evaluate(
-            raw, val_batches, batch_getter("val"), loss_fn, device, channels_last=cfg.channels_last
-        )
-        history.append(
-            {
-                "epoch": epoch + 1,
-                **{f"train_{k}": v for k, v in stats.items()},
-                "val_loss": val_stats["loss"],
-                "val_accuracy": val_stats["accuracy"],
-            }
-        )
-        log(
-            f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['loss']:.3f} acc "
-            f"{stats['accuracy']:.1%} ({stats['images_per_s']:.0f} img/s), val loss "
-            f"{val_stats['loss']:.3f} acc {val_stats['accuracy']:.1%}"
-        )
-        if d.is_main:
-            engine.save_training_state(
-                state_path,
-                raw,
-                optimizer,
-                scheduler,
-                epoch=epoch + 1,
-                model_name="alexnet",
-                model_args=model_args,
-                history=history,
-                meta=meta,
-            )
-            engine.write_json(out / "history.json", {"history": history})
-            engine.plot_history(history, out / "curves.png", title=f"AlexNet (width {width})")
-    train_seconds = time.perf_counter() - started
-    digests = engine.end_run(raw, d)  # other ranks end here; the main one evaluates
-
-    metrics = finish(raw, history, cfg, meta, model_args, out, scenes, device)
+    metrics = finish(raw, fitted.history, cfg, meta, model_args, out, scenes, device)
     metrics.update(
         engine.run_metrics(
-            run, cfg, train_seconds=train_seconds, digests=digests, dataset=data_name
+            run, cfg, train_seconds=fitted.train_seconds, ranks=ranks, dataset=data_name
         ),
         skipped_images=train.skipped,
     )
-    engine.write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     log(
         f"AlexNet (width {width}) on {data_name}: val accuracy {metrics['val_accuracy']:.1%}, "
-        f"pointing accuracy {metrics.get('pointing_accuracy', float('nan')):.1%}, "
-        f"{train_seconds:.0f} s training on {metrics['device']}"
+        + pointing_report(metrics)
+        + f", {fitted.train_seconds:.0f} s training on {metrics['device']}"
     )
     print(f"artifacts: {out}/")
     return metrics
+
+
+def pointing_report(metrics: dict) -> str:
+    if metrics.get("pointing_accuracy") is None:
+        return "pointing game: no scenes with boxes in this data set"
+    return f"pointing accuracy {metrics['pointing_accuracy']:.1%}"
 
 
 def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device) -> dict:
@@ -238,12 +226,14 @@ def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device) -> di
                 limit=cfg.pointing_scenes,
             )
         )
+        if not metrics["pointing_trials"]:  # no boxes to point at: no score, not NaN
+            metrics["pointing_accuracy"] = None
         render_examples(fcn, scenes, meta["classes"], out)
         if cfg.sliding_check:
             scene = _largest_scene(scenes)
             metrics["sliding_window"] = compare_with_sliding_window(raw, scene)
     meta = {**meta, "metrics": {k: metrics[k] for k in ("val_accuracy",) if k in metrics}}
-    if "pointing_accuracy" in metrics:
+    if metrics.get("pointing_accuracy") is not None:
         meta["metrics"]["pointing_accuracy"] = metrics["pointing_accuracy"]
     save_checkpoint(
         out / "checkpoint.pt",

@@ -16,8 +16,8 @@ detections_*.png (held-out scenes, ground truth dashed in white).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +29,15 @@ from models.detectnet import DetectNet, detectnet_loss
 from models.heatmap import save_png
 from models.imageio import MAX_SIDE
 from workshop import engine
+from workshop.artifacts import artifacts_dir, write_json
 from workshop.cli import parse_config
 from workshop.data import detection
 from workshop.data.images import preprocessing_meta
 from workshop.data.prepare import resolve
+from workshop.data.synthetic_set import synthetic_data
 from workshop.detect import CLUSTER_IOU, THRESHOLD, evaluate_detector, render_detections
+from workshop.distributed import Dist, end_run
+from workshop.plots import plot_detector_history
 
 
 @dataclass
@@ -65,11 +69,22 @@ class DetectNetConfig:
     out_dir: str = ""  # default: artifacts/detectnet (or $ARTIFACTS/detectnet)
 
 
-def load_data(cfg: DetectNetConfig, d: engine.Dist):
+def load_data(cfg: DetectNetConfig, d: Dist):
+    """(train, val) CocoDetection, their images decoded once, and a short name for the data set.
+
+    ValueError (BadImage included) or FileNotFoundError when a file is missing or unreadable.
+    """
+    train, val, name = find_data(cfg, d)
+    train.preload()
+    val.preload()  # scored every epoch (held-out loss) and at the end: decode the files once
+    return train, val, name
+
+
+def find_data(cfg: DetectNetConfig, d: Dist):
     """(train, val) CocoDetection and a short name for the data set."""
     categories = [c.strip() for c in cfg.categories.split(",") if c.strip()] or None
     if cfg.dataset == "synthetic":
-        root = engine.synthetic_data(cfg, d)
+        root = synthetic_data(cfg, d)
         scenes = root / "scenes"
         train = detection.CocoDetection(scenes / "train" / "annotations.json", None, categories)
         val = detection.CocoDetection(scenes / "val" / "annotations.json", None, categories)
@@ -91,9 +106,7 @@ def init_backbone(model: DetectNet, cfg: DetectNetConfig, width: float, log) -> 
     """Copy module 2's conv1-conv5 into the detector; returns where the backbone came from."""
     if cfg.init == "none":
         return "random"
-    path = (
-        Path(cfg.init) if cfg.init != "auto" else engine.artifacts_dir("alexnet") / "checkpoint.pt"
-    )
+    path = Path(cfg.init) if cfg.init != "auto" else artifacts_dir("alexnet") / "checkpoint.pt"
     if not path.is_file():
         if cfg.init != "auto":
             raise SystemExit(f"error: --init={cfg.init}: no such checkpoint")
@@ -113,6 +126,49 @@ def init_backbone(model: DetectNet, cfg: DetectNetConfig, width: float, log) -> 
     return str(path)
 
 
+def scene_batches(train, val, cfg: DetectNetConfig, run: engine.Run):
+    """(epoch -> get_batch for training, get_batch for held-out images), on the device.
+
+    Training batches are augmented crops with their encoded targets, drawn from an RNG fixed
+    by (seed, epoch, rank); a held-out batch is one whole image at its own size.
+    """
+    device, crop_hw, aug = run.device, (cfg.crop_h, cfg.crop_w), detection.Augment()
+
+    def for_epoch(epoch: int):
+        rng = np.random.default_rng([cfg.seed, epoch, run.d.rank])
+
+        def get(indices):
+            x, t = detection.training_batch(train, indices.tolist(), crop_hw, aug, rng)
+            return x.to(device), {k: v.to(device) for k, v in t.items()}
+
+        return get
+
+    def val_batch(indices):
+        k = int(indices[0])
+        x, factor = detection.inference_image(val.image(k))
+        s = val.samples[k]
+        grid = (grid_size(x.shape[2]), grid_size(x.shape[3]))
+        t = encode_targets(s.boxes / factor, s.labels, grid, len(train.classes))
+        return x.to(device), {k: torch.from_numpy(v)[None].to(device) for k, v in t.items()}
+
+    return for_epoch, val_batch
+
+
+def coverage_and_boxes(output, targets):
+    """The loop's loss: (loss, its parts, None: accuracy means nothing here)."""
+    coverage, bboxes = (o.float() for o in output)
+    loss, parts = detectnet_loss(coverage, bboxes, targets)
+    return loss, parts, None
+
+
+def epoch_report(stats: dict, val: dict) -> str:
+    return (
+        f"train loss {stats['loss']:.3f} (coverage {stats['coverage']:.3f}, boxes "
+        f"{stats['bboxes']:.3f}; {stats['images_per_s']:.0f} img/s), held-out loss "
+        f"{val['loss']:.3f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict | None:
     cfg = parse_config(DetectNetConfig, argv)
     if min(cfg.crop_h, cfg.crop_w) < 64:
@@ -124,47 +180,22 @@ def main(argv: list[str] | None = None) -> dict | None:
         train, val, data_name = load_data(cfg, d)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
-    train.preload()
-    val.preload()  # scored every epoch (held-out loss) and at the end: decode the files once
     classes = train.classes
     n_boxes = sum(len(s.boxes) for s in train.samples)
     log(
         f"data: {data_name}: {len(train)} train images ({n_boxes} boxes) / {len(val)} held out, "
         f"classes {classes}"
     )
+    train_batch, val_batch = scene_batches(train, val, cfg, run)
 
     model = DetectNet(num_classes=len(classes), width=width)
     backbone = init_backbone(model, cfg, width, log)
-    model, raw = engine.prepare_model(model, device, channels_last=cfg.channels_last, d=d)
-    model_args = {"num_classes": len(classes), "width": width}
-    train_model = torch.compile(model) if cfg.compile else model
-    crop_hw = (cfg.crop_h, cfg.crop_w)
-    aug = detection.Augment()
-    state = {"rng": np.random.default_rng(0)}  # replaced at each epoch's start
-
-    def train_batch(indices):
-        x, t = detection.training_batch(train, indices.tolist(), crop_hw, aug, state["rng"])
-        return x.to(device), {k: v.to(device) for k, v in t.items()}
-
-    def val_batch(indices):  # one whole held-out image at its own size
-        k = int(indices[0])
-        x, factor = detection.inference_image(val.image(k))
-        s = val.samples[k]
-        grid = (grid_size(x.shape[2]), grid_size(x.shape[3]))
-        t = encode_targets(s.boxes / factor, s.labels, grid, len(classes))
-        return x.to(device), {k: torch.from_numpy(v)[None].to(device) for k, v in t.items()}
-
-    def loss_fn(output, targets):
-        coverage, bboxes = (o.float() for o in output)
-        loss, parts = detectnet_loss(coverage, bboxes, targets)
-        return loss, parts, None
-
-    steps = len(engine.epoch_batches(len(train), cfg.batch_size, 0, cfg.seed, d))
-    steps = min(steps, cfg.max_steps) if cfg.max_steps else steps
-    optimizer = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15
+    model, raw = engine.prepare_model(
+        model, device, channels_last=cfg.channels_last, d=d, compile=cfg.compile
     )
+    model_args = {"num_classes": len(classes), "width": width}
+    steps = engine.steps_per_epoch(len(train), cfg, d)
+    optimizer, scheduler = engine.build_optimizer(raw, cfg, steps, pct_start=0.15)
     pre = preprocessing_meta()
     meta = {
         "kind": "detector",
@@ -177,74 +208,50 @@ def main(argv: list[str] | None = None) -> dict | None:
         "cluster_iou": cfg.cluster_iou,
         "trained_on": {"dataset": data_name, "synthetic": cfg.dataset == "synthetic"},
     }
-    state_path, start_epoch, history = engine.resume_if_asked(
-        cfg.resume, out, raw, optimizer, scheduler, log
+    job = engine.Job(
+        model_name="detectnet",
+        model_args=model_args,
+        meta=meta,
+        n_train=len(train),
+        train_batch=train_batch,
+        val_batch=val_batch,
+        val_batches=[torch.tensor([k]) for k in range(len(val))][: cfg.eval_images or None],
+        loss_fn=coverage_and_boxes,
+        report=epoch_report,
+        plot=partial(plot_detector_history, title=f"DetectNet (width {width})"),
     )
+    fitted = engine.fit(run, cfg, model, raw, optimizer, scheduler, job)
+    ranks = end_run(raw, d, fitted.samples)  # other ranks end here; the main one evaluates
 
-    val_batches = [torch.tensor([k]) for k in range(len(val))][: cfg.eval_images or None]
-    started = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
-        batches = engine.epoch_batches(len(train), cfg.batch_size, epoch, cfg.seed, d)[:steps]
-        state["rng"] = np.random.default_rng([cfg.seed, epoch, d.rank])
-        stats = engine.train_one_epoch(
-            train_model,
-            batches,
-            train_batch,
-            loss_fn,
-            optimizer,
-            scheduler,
-            device,
-            epoch=epoch + 1,
-            d=d,
-            channels_last=cfg.channels_last,
-            desc="detectnet",
-        )
-        val_stats = engine.evaluate(
-            raw, val_batches, val_batch, loss_fn, device, channels_last=cfg.channels_last
-        )
-        history.append(
-            {
-                "epoch": epoch + 1,
-                **{f"train_{k}": v for k, v in stats.items()},
-                "val_loss": val_stats["loss"],
-            }
-        )
-        log(
-            f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['loss']:.3f} (coverage "
-            f"{stats['coverage']:.3f}, boxes {stats['bboxes']:.3f}; {stats['images_per_s']:.0f} "
-            f"img/s), held-out loss {val_stats['loss']:.3f}"
-        )
-        if d.is_main:
-            engine.save_training_state(
-                state_path,
-                raw,
-                optimizer,
-                scheduler,
-                epoch=epoch + 1,
-                model_name="detectnet",
-                model_args=model_args,
-                history=history,
-                meta=meta,
-            )
-            engine.write_json(out / "history.json", {"history": history})
-            plot_curves(history, out / "curves.png", title=f"DetectNet (width {width})")
-    train_seconds = time.perf_counter() - started
-    digests = engine.end_run(raw, d)  # other ranks end here; the main one evaluates
+    about = engine.run_metrics(
+        run, cfg, train_seconds=fitted.train_seconds, ranks=ranks, dataset=data_name
+    )
+    about.update(
+        backbone=backbone,
+        train_images=len(train),
+        epochs=fitted.history[-1]["epoch"] if fitted.history else 0,
+    )
+    metrics = finish(raw, val, cfg, meta, model_args, out, about)
+    log(
+        f"DetectNet (width {width}) on {data_name}: AP {metrics['AP']:.3f}, AP50 "
+        f"{metrics['AP50']:.3f}, AP75 {metrics['AP75']:.3f} over {metrics['images']} held-out "
+        f"images; DIGITS precision {metrics['digits']['precision']:.1%} / recall "
+        f"{metrics['digits']['recall']:.1%} at IoU 0.7; {fitted.train_seconds:.0f} s training on "
+        f"{metrics['device']}"
+    )
+    print(f"artifacts: {out}/")
+    return metrics
 
+
+def finish(raw, val, cfg, meta, model_args, out: Path, about: dict) -> dict:
+    """Score the held-out images with pycocotools; save the checkpoint, metrics.json,
+    detections.json and detections_<n>.png. ``about``: how the run went, for metrics.json."""
     raw = raw.float().to(memory_format=torch.contiguous_format).eval()
     metrics, detections = evaluate_detector(
         raw, val, threshold=cfg.threshold, iou=cfg.cluster_iou, limit=cfg.eval_images
     )
-    metrics.update(
-        engine.run_metrics(
-            run, cfg, train_seconds=train_seconds, digests=digests, dataset=data_name
-        ),
-        backbone=backbone,
-        train_images=len(train),
-        held_out_images=metrics["images"],
-        epochs=history[-1]["epoch"] if history else 0,
-    )
-    meta["metrics"] = {k: metrics[k] for k in ("AP", "AP50", "AP75")}
+    metrics.update(about, held_out_images=metrics["images"])
+    meta = {**meta, "metrics": {k: metrics[k] for k in ("AP", "AP50", "AP75")}}
     save_checkpoint(
         out / "checkpoint.pt",
         raw,
@@ -254,42 +261,11 @@ def main(argv: list[str] | None = None) -> dict | None:
         metrics=metrics,
         meta=meta,
     )
-    engine.write_json(out / "metrics.json", metrics)
-    engine.write_json(out / "detections.json", {"detections": detections})
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "detections.json", {"detections": detections})
     for n in range(min(3, len(val))):
         save_png(render_detections(raw, val, n), out / f"detections_{n}.png")
-    log(
-        f"DetectNet (width {width}) on {data_name}: AP {metrics['AP']:.3f}, AP50 "
-        f"{metrics['AP50']:.3f}, AP75 {metrics['AP75']:.3f} over {metrics['images']} held-out "
-        f"images; DIGITS precision {metrics['digits']['precision']:.1%} / recall "
-        f"{metrics['digits']['recall']:.1%} at IoU 0.7; {train_seconds:.0f} s training on "
-        f"{metrics['device']}"
-    )
-    print(f"artifacts: {out}/")
     return metrics
-
-
-def plot_curves(history: list[dict], path, title: str = "") -> Path:
-    """Loss per epoch (train, held out) and the training loss's two parts."""
-    from matplotlib.figure import Figure
-
-    from workshop.plots import save_figure
-
-    fig = Figure(figsize=(9, 3.5), layout="constrained")
-    ax_loss, ax_parts = fig.subplots(1, 2)
-    epochs = [h["epoch"] for h in history]
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "-o", label="train")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], "--o", label="held out")
-    ax_parts.plot(epochs, [h["train_coverage"] for h in history], "-o", label="coverage (L2)")
-    ax_parts.plot(epochs, [h["train_bboxes"] for h in history], "-o", label="boxes (L1 / size)")
-    ax_loss.set(xlabel="epoch", ylabel="loss")
-    ax_parts.set(xlabel="epoch", ylabel="training loss part", yscale="log")
-    for ax in (ax_loss, ax_parts):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

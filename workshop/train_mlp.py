@@ -36,10 +36,11 @@ from models.mlp import (
     validate_data,
 )
 from workshop import plots
+from workshop.artifacts import artifacts_dir, write_json
 from workshop.cli import parse_config
 from workshop.data.digits import DigitsSplit, load_dataset
 from workshop.data.prepare import resolve
-from workshop.engine import artifacts_dir, describe_device, pick_device, write_json
+from workshop.distributed import describe_device, pick_device
 
 OPTIMIZERS = {"lbfgs": "L-BFGS-B", "cg": "CG", "gd": "gradient descent (momentum)"}
 DEFAULT_ITERATIONS = {"lbfgs": 100, "cg": 100, "gd": 1000}

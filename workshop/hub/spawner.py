@@ -201,7 +201,7 @@ class WorkshopSpawner(LocalProcessSpawner):
         )
         gpu = self._pick_gpu()
         if gpu is not None:
-            # one GPU per participant, and a share of its memory (workshop.engine applies it)
+            # one GPU per participant, and a share of its memory (workshop.distributed applies it)
             env["CUDA_VISIBLE_DEVICES"] = str(gpu)
             fraction = f"{1 / s.hub_gpu_share:.4f}"
             env["WORKSHOP_GPU_MEMORY_FRACTION"] = fraction

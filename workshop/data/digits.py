@@ -147,7 +147,3 @@ def load_ex4weights(path) -> tuple[np.ndarray, np.ndarray]:
     data = _loadmat(path, {"Theta1": (25, 401), "Theta2": (10, 26)})
     return data["Theta1"].astype(np.float64), np.roll(data["Theta2"].astype(np.float64), 1, axis=0)
 
-
-def save_ex4weights(path, Theta1: np.ndarray, Theta2: np.ndarray) -> None:
-    """Write 0-based Theta1, Theta2 in the course's row order (zero last)."""
-    scipy.io.savemat(path, {"Theta1": Theta1, "Theta2": np.roll(Theta2, -1, axis=0)})

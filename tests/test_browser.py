@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import awkward_images, scene_1080p
 
-from benchmarks.app_latency import (
+from benchmarks.harness import (
     CHROMIUM,
     DONE,
     IMAGES_LOADED,

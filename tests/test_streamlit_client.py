@@ -18,7 +18,7 @@ from aiohttp import web
 from helpers import awkward_images, scene_1080p
 from PIL import Image
 
-from benchmarks.app_latency import app_server, free_port
+from benchmarks.harness import app_server, free_port
 from benchmarks.streamlit_client import (
     StreamlitSession,
     load_test,

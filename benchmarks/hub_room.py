@@ -16,9 +16,8 @@ import uuid
 from pathlib import Path
 
 import requests
-from tornado.websocket import websocket_connect
 
-from benchmarks.app_latency import free_port
+from benchmarks.harness import free_port, run_cell, send_cell
 from workshop.hub import cgroups
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,67 +166,8 @@ class Hub:
             self.user_api(name, token, "DELETE", f"kernels/{kernel['id']}")
 
 
-async def _execute(ws_url: str, code: str, token: str | None):
-    """Open the kernel's websocket and send one execute request; (connection, msg_id)."""
-    from tornado.httpclient import HTTPRequest
-
-    headers = {"Authorization": f"token {token}"} if token else {}
-    conn = await websocket_connect(HTTPRequest(ws_url, headers=headers))
-    msg_id = uuid.uuid4().hex
-    conn.write_message(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "msg_type": "execute_request",
-                    "username": "test",
-                    "session": uuid.uuid4().hex,
-                    "version": "5.3",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "channel": "shell",
-                "content": {
-                    "code": code,
-                    "silent": False,
-                    "store_history": False,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                },
-            }
-        )
-    )
-    return conn, msg_id
-
-
-async def run_cell(ws_url: str, code: str, token: str | None = None, timeout: float = 60) -> str:
-    """Execute one cell over the kernel's websocket; stdout, stderr and errors as text."""
-    conn, msg_id = await _execute(ws_url, code, token)
-    out = []
-    deadline = time.monotonic() + timeout
-    while True:
-        raw = await asyncio.wait_for(conn.read_message(), max(1, deadline - time.monotonic()))
-        if raw is None:
-            out.append("ERROR kernel connection closed")
-            return "".join(out)
-        msg = json.loads(raw)
-        state = msg.get("content", {}).get("execution_state")
-        if msg["msg_type"] == "status" and state in ("restarting", "dead"):
-            out.append(f"ERROR kernel {state}")
-            return "".join(out)
-        if msg.get("parent_header", {}).get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            out.append(f"ERROR {msg['content']['ename']}: {msg['content']['evalue']}")
-        elif msg["msg_type"] == "status" and state == "idle":
-            conn.close()
-            return "".join(out)
-
-
 async def _start_busy(ws_url: str, code: str, token: str) -> None:
-    conn, msg_id = await _execute(ws_url, code, token)
+    conn, msg_id = await send_cell(ws_url, code, token)
     while True:  # until the kernel says it is busy with our cell
         msg = json.loads(await asyncio.wait_for(conn.read_message(), 60))
         mine = msg.get("parent_header", {}).get("msg_id") == msg_id

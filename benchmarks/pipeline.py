@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.app_latency import ROOT, app_server
+from benchmarks.harness import ROOT, app_server
 
 
 def run() -> dict:

@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         result = measure(args.url)
     else:
-        from benchmarks.app_latency import app_server
+        from benchmarks.harness import app_server
 
         artifacts = Path(os.environ.get("ARTIFACTS", "artifacts"))
         with app_server(artifacts) as (url, proc):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import MODELS, make_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 # Same thread policy as the Makefile, also when pytest is started by hand.
@@ -24,3 +25,24 @@ def pytest_collection_modifyitems(config, items):
 def python():
     """The interpreter running the tests (the project's .venv under make test)."""
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> Path:
+    """An artifacts folder with the tiny model of every kind, saved and exported once.
+
+    Shared by the whole session: read it, never write into it (make_checkpoints gives a
+    test its own copy when it must).
+    """
+    from exporters.onnx_export import export
+
+    root = make_checkpoints(tmp_path_factory.mktemp("artifacts"))
+    for name in MODELS:
+        export(root / name / "checkpoint.pt")
+    return root
+
+
+@pytest.fixture(scope="session")
+def exported(artifacts) -> dict[str, Path]:
+    """Model name -> its model.onnx (checkpoint.pt beside it)."""
+    return {name: artifacts / name / "model.onnx" for name in MODELS}

@@ -2,14 +2,11 @@
 
 import json
 
-from test_export import make_checkpoints
-
 from benchmarks import common, fcn_latency, mlp_bench, training
 
 
-def test_inference_section_times_torch_and_onnxruntime(tmp_path, monkeypatch):
-    make_checkpoints(tmp_path / "artifacts")
-    monkeypatch.setenv("ARTIFACTS", str(tmp_path / "artifacts"))
+def test_inference_section_times_torch_and_onnxruntime(artifacts, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTIFACTS", str(artifacts))
     result = fcn_latency.run(sizes=((64, 80), (227, 301)), repeats=1)
     assert [(r["model"], r["size"]) for r in result["rows"]] == [
         ("fcn", "80x64"),

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from app_fixtures import awkward_images, exported_models, scene_1080p
+from helpers import awkward_images, scene_1080p
 
-from benchmarks.app_latency import (
+from benchmarks.harness import (
     CHROMIUM,
     DONE,
     IMAGES_LOADED,
@@ -29,11 +29,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(artifacts, tmp_path_factory):
     """The app on the exported test models; yields (url, pid)."""
-    root = exported_models(tmp_path_factory.mktemp("artifacts"))
     log_path = tmp_path_factory.mktemp("log") / "streamlit.log"
-    with open(log_path, "w") as log, app_server(root, log=log) as (url, proc):
+    with open(log_path, "w") as log, app_server(artifacts, log=log) as (url, proc):
         yield url, proc.pid
 
 

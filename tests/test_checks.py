@@ -4,15 +4,71 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
 from models import mlp
 from workshop import checks
 
 
-def test_reference_implementations_pass():
+def autograd_sigmoid_gradient(z):
+    """g'(z) by torch.autograd in float64: no formula shared with models.mlp."""
+    z = torch.tensor(np.asarray(z, np.float64), requires_grad=True)
+    torch.sigmoid(z).sum().backward()
+    return z.grad.numpy()
+
+
+def autograd_cost_function(nn_params, input_layer_size, hidden_layer_size, num_labels, X, y, lam):
+    """The course's regularized cross-entropy written afresh in torch; grad by autograd.
+
+    nn_params is Theta1 then Theta2, each unrolled row by row (the documented layout).
+    """
+    p = torch.tensor(nn_params, dtype=torch.float64, requires_grad=True)
+    n1 = hidden_layer_size * (input_layer_size + 1)
+    T1 = p[:n1].reshape(hidden_layer_size, input_layer_size + 1)
+    T2 = p[n1:].reshape(num_labels, hidden_layer_size + 1)
+    X = torch.as_tensor(X, dtype=torch.float64)
+    m = len(X)
+    ones = torch.ones(m, 1, dtype=torch.float64)
+    hidden = torch.sigmoid(torch.cat([ones, X], 1) @ T1.T)  # (m, hidden)
+    h = torch.sigmoid(torch.cat([ones, hidden], 1) @ T2.T)  # (m, labels)
+    Y = torch.nn.functional.one_hot(torch.as_tensor(y), num_labels).double()
+    J = -(Y * torch.log(h) + (1 - Y) * torch.log(1 - h)).sum() / m
+    J = J + lam / (2 * m) * ((T1[:, 1:] ** 2).sum() + (T2[:, 1:] ** 2).sum())
+    J.backward()
+    return J.item(), p.grad.numpy()
+
+
+def test_independent_references_pass():
+    """The checks' expected values agree with autograd, not only with models.mlp."""
+    checks.check_sigmoid_gradient(autograd_sigmoid_gradient)
+    checks.check_cost(autograd_cost_function)
+    checks.check_backprop(autograd_cost_function)  # raises ExerciseFailed on a mismatch
+
+
+def test_the_course_solutions_pass():
     checks.check_sigmoid_gradient(mlp.sigmoid_gradient)
     checks.check_cost(mlp.nn_cost_function)
-    checks.check_backprop(mlp.nn_cost_function)  # raises ExerciseFailed on a mismatch
+    checks.check_backprop(mlp.nn_cost_function)
+
+
+def test_a_slightly_wrong_answer_fails():
+    """The checks compare values, so a relative error of 1e-6 is caught."""
+    with pytest.raises(checks.ExerciseFailed, match="sigmoid_gradient"):
+        checks.check_sigmoid_gradient(lambda z: autograd_sigmoid_gradient(z) * (1 + 1e-6))
+
+    def off_cost(*args):
+        J, grad = autograd_cost_function(*args)
+        return J * (1 + 1e-6), grad
+
+    with pytest.raises(checks.ExerciseFailed, match="cost"):
+        checks.check_cost(off_cost)
+
+    def off_grad(*args):
+        J, grad = autograd_cost_function(*args)
+        return J, grad * (1 + 1e-4)
+
+    with pytest.raises(checks.ExerciseFailed, match="gradient"):
+        checks.check_backprop(off_grad)
 
 
 @pytest.mark.parametrize(
@@ -29,10 +85,10 @@ def test_sigmoid_gradient_mistakes_are_named(wrong, hint):
 
 
 def with_mistake(cost_delta=None, grad_delta=None):
-    """nn_cost_function with a classic mistake injected through a function of the Thetas."""
+    """The autograd cost with a classic mistake injected through a function of the Thetas."""
 
     def cost_function(nn_params, il, hl, nl, X, y, lambda_):
-        J, grad = mlp.nn_cost_function(nn_params, il, hl, nl, X, y, lambda_)
+        J, grad = autograd_cost_function(nn_params, il, hl, nl, X, y, lambda_)
         Theta1, Theta2 = mlp.unpack_params(nn_params, il, hl, nl)
         m = len(X)
         if cost_delta:
@@ -143,9 +199,6 @@ def surgery(
         return fcn.eval() if mode == "eval" else fcn.train()
 
     return to_fcn
-
-
-import torch  # noqa: E402  (the module 2 and 3 tests below need it; module 1's do not)
 
 
 def test_net_surgery_reference_and_a_clean_solution_pass():
@@ -523,11 +576,14 @@ def test_an_exercise_not_written_yet_records_nothing(monkeypatch):
 
 def course_files(tmp_path, data):
     """ex4weights.mat and an ex4data1.mat in the course's format (our digits as the data)."""
-    from workshop.data.digits import save_ex4data, save_ex4weights
+    import scipy.io
+
+    from workshop.data.digits import save_ex4data
     from workshop.train_mlp import MLPConfig, fit
 
     result = fit(data, MLPConfig(maxiter=15, baselines=False), progress=False)
-    save_ex4weights(tmp_path / "ex4weights.mat", result.Theta1, result.Theta2)
+    course_order = np.roll(result.Theta2, -1, axis=0)  # the course's output rows: zero last
+    scipy.io.savemat(tmp_path / "ex4weights.mat", {"Theta1": result.Theta1, "Theta2": course_order})
     save_ex4data(tmp_path / "ex4data1.mat", data.X_train, data.y_train)
     return result
 

@@ -7,7 +7,8 @@ import torch
 from models import synthetic
 from models.alexnet import AlexNet
 from models.detectnet import DetectNet, box_iou, decode, detectnet_loss, encode_targets, grid_size
-from workshop.detection_eval import coco_evaluate, digits_precision_recall, load_coco
+from workshop.data.coco import load_coco
+from workshop.detection_eval import coco_evaluate, digits_precision_recall
 
 
 @pytest.mark.parametrize("hw", [(224, 224), (480, 640), (301, 517)])
@@ -119,11 +120,20 @@ def test_cocoeval_gives_ap_one_for_perfect_detections(coco_gt):
 
 
 def test_shifted_detections_score_less(coco_gt):
+    """Each box moved right by 0.2 of its width overlaps its own with IoU 0.8 / 1.2 = 2/3.
+
+    It matches at the IoU thresholds 0.50, 0.55, 0.60, 0.65 (precision 1 at every recall)
+    and at none of 0.70..0.95, so pycocotools' AP is exactly 4/10 and AP75 exactly 0.
+    """
     shifted = coco_evaluate(coco_gt, as_results(coco_gt, shift=0.2))
-    assert shifted["AP"] < 0.9 and shifted["AP50"] == pytest.approx(1.0)  # IoU 0.67 still > 0.5
-    assert shifted["AP75"] < 0.5
+    assert round(shifted["AP"], 3) == 0.400
+    assert round(shifted["AP50"], 3) == 1.000
+    assert round(shifted["AP75"], 3) == 0.000
+    assert {round(v, 3) for v in shifted["per_class_AP"].values()} == {0.400}
     pr = digits_precision_recall(coco_gt, as_results(coco_gt, shift=0.2), iou=0.7)
     assert pr["precision"] == 0.0 and pr["recall"] == 0.0
+    pr = digits_precision_recall(coco_gt, as_results(coco_gt, shift=0.2), iou=0.65)
+    assert pr["precision"] == 1.0 and pr["recall"] == 1.0
     assert coco_evaluate(coco_gt, [])["AP"] == 0.0
 
 

@@ -19,28 +19,39 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class Handler(BaseHTTPRequestHandler):
-    """/ok serves PAYLOAD with Range support; /cut drops the first connection half-way;
-    /stall stops sending half-way on the first request; anything else is a 404."""
+    """/ok serves PAYLOAD with Range support (416 for a range past its end); /cut drops the
+    first connection half-way; /stall stops sending half-way on the first request;
+    /norange ignores Range (200 and the whole body) and drops its first connection
+    half-way; /busy always answers 503; /flaky answers 503 twice, then serves;
+    /always416 answers 416 to everything; anything else is a 404."""
 
     counts: dict[str, int] = {}
+    ranges: dict[str, list[str | None]] = {}
 
     def log_message(self, *args):
         pass
 
     def do_GET(self):  # noqa: N802 -- the http.server name
         n = self.counts[self.path] = self.counts.get(self.path, 0) + 1
-        if self.path not in ("/ok", "/cut", "/stall"):
+        self.ranges.setdefault(self.path, []).append(self.headers.get("Range"))
+        if self.path not in ("/ok", "/cut", "/stall", "/norange", "/busy", "/flaky", "/always416"):
             self.send_error(404, "Not Found")
             return
+        if self.path == "/busy" or (self.path == "/flaky" and n <= 2):
+            self.send_error(503, "Service Unavailable")
+            return
         start = 0
-        if rng := self.headers.get("Range"):
+        if (rng := self.headers.get("Range")) and self.path != "/norange":
             start = int(rng.split("=")[1].split("-")[0])
+        if start >= len(PAYLOAD) or self.path == "/always416":
+            self.send_error(416, "Requested Range Not Satisfiable")
+            return
         body = PAYLOAD[start:]
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
-        if self.path in ("/cut", "/stall") and n == 1:
+        if self.path in ("/cut", "/stall", "/norange") and n == 1:
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
             if self.path == "/stall":
@@ -52,7 +63,7 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    Handler.counts = {}
+    Handler.counts, Handler.ranges = {}, {}
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -86,9 +97,73 @@ def test_a_stalled_server_times_out_and_resumes(server, tmp_path):
 
 
 def test_a_checksum_mismatch_deletes_the_file(server, tmp_path):
-    with pytest.raises(DownloadError, match="checksum mismatch"):
+    with pytest.raises(DownloadError, match="checksum mismatch") as err:
         download(f"{server}/ok", tmp_path / "data.bin", sha256="0" * 64, progress=False)
+    assert f"SHA-256 {SHA}, expected {'0' * 64}" in str(err.value)
+    assert "was deleted" in str(err.value) and "\n" not in str(err.value)
     assert not list(tmp_path.iterdir())  # neither the file nor a .part
+
+
+def test_a_resumed_download_that_differs_from_its_checksum_is_deleted(server, tmp_path):
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        download(
+            f"{server}/cut", tmp_path / "data.bin", sha256="0" * 64, backoff=0.01, progress=False
+        )
+    assert Handler.ranges["/cut"] == [None, f"bytes={len(PAYLOAD) // 2}-"]  # it did resume
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_server_that_ignores_range_is_downloaded_again_from_the_start(server, tmp_path):
+    out = download(
+        f"{server}/norange", tmp_path / "data.bin", sha256=SHA, backoff=0.01, progress=False
+    )
+    # The resume asked for the second half, got the whole file with 200: not appended.
+    assert Handler.ranges["/norange"] == [None, f"bytes={len(PAYLOAD) // 2}-"]
+    assert out.read_bytes() == PAYLOAD and not list(tmp_path.glob("*.part"))
+
+
+def test_416_for_a_part_file_that_is_already_whole_starts_over(server, tmp_path):
+    (tmp_path / "data.bin.part").write_bytes(PAYLOAD + b"junk past the end")
+    out = download(f"{server}/ok", tmp_path / "data.bin", sha256=SHA, backoff=0.01, progress=False)
+    assert Handler.ranges["/ok"] == [f"bytes={len(PAYLOAD) + 17}-", None]
+    assert out.read_bytes() == PAYLOAD and not list(tmp_path.glob("*.part"))
+
+
+def test_a_server_answering_416_every_time_is_a_clear_error(server, tmp_path):
+    with pytest.raises(DownloadError) as err:
+        download(f"{server}/always416", tmp_path / "x.zip", retries=2, backoff=0.01, progress=False)
+    assert str(err.value) == (
+        f"{server}/always416: failed after 3 attempts (HTTP 416 Requested Range Not "
+        "Satisfiable); nothing was received"
+    )
+    assert Handler.counts["/always416"] == 3 and not list(tmp_path.iterdir())
+
+
+def test_5xx_is_retried_then_a_clear_error_with_nothing_left(server, tmp_path):
+    with pytest.raises(DownloadError) as err:
+        download(f"{server}/busy", tmp_path / "x.zip", retries=2, backoff=0.01, progress=False)
+    assert str(err.value) == (
+        f"{server}/busy: failed after 3 attempts (HTTP 503 Service Unavailable); "
+        "nothing was received"
+    )
+    assert Handler.counts["/busy"] == 3 and not list(tmp_path.iterdir())
+
+
+def test_5xx_then_success_is_retried_to_the_end(server, tmp_path):
+    out = download(
+        f"{server}/flaky", tmp_path / "data.bin", sha256=SHA, backoff=0.01, progress=False
+    )
+    assert out.read_bytes() == PAYLOAD and Handler.counts["/flaky"] == 3
+
+
+def test_a_cut_then_5xx_keeps_the_part_file_to_resume(server, tmp_path):
+    """What was received is kept (the next run resumes it) and the message says so."""
+    part = tmp_path / "data.bin.part"
+    part.write_bytes(PAYLOAD[:1000])
+    with pytest.raises(DownloadError) as err:
+        download(f"{server}/busy", tmp_path / "data.bin", retries=1, backoff=0.01, progress=False)
+    assert str(err.value).endswith(f"the partial file {part} is kept and the next run resumes it")
+    assert part.read_bytes() == PAYLOAD[:1000] and not (tmp_path / "data.bin").exists()
 
 
 def test_a_404_fails_at_once_with_a_message(server, tmp_path):

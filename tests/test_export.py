@@ -8,91 +8,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from helpers import make_checkpoints
 
 from exporters.onnx_export import ExportError, export, read_metadata, verify_parity
-from models.alexnet import AlexNet
-from models.checkpoint import build_model, load_checkpoint, save_checkpoint
+from models.checkpoint import build_model, load_checkpoint
 from models.detectnet import DetectNet
 from models.grid import Grid
-from models.mlp import MLP
-from workshop.data.images import normalize, preprocessing_meta
-
-CLASSES = ["star", "ring", "cross", "background"]
-
-
-def make_checkpoints(root):
-    """Small untrained models of each kind, saved as the trainers save them."""
-    torch.manual_seed(0)
-    pre = preprocessing_meta()
-    common = {k: pre[k] for k in ("mean", "std", "input_scale")}
-    trained_on = {"dataset": "synthetic-test", "synthetic": True}
-    fcn = AlexNet(num_classes=4, width=0.125).eval().to_fully_convolutional()
-    save_checkpoint(
-        root / "alexnet" / "checkpoint.pt",
-        fcn,
-        model_name="alexnet_fcn",
-        model_args={"num_classes": 4, "width": 0.125},
-        metrics={"val_accuracy": 0.5},
-        meta={
-            "kind": "fcn",
-            "classes": CLASSES,
-            **common,
-            "window": 224,
-            "stride": 32,
-            "offset": 0,
-            "trained_on": trained_on,
-            "metrics": {"val_accuracy": 0.5},
-        },
-    )
-    det = DetectNet(num_classes=3, width=0.125)
-    torch.nn.init.normal_(det.coverage.weight, std=0.05)  # coverage about 0.5: boxes to decode
-    torch.nn.init.zeros_(det.coverage.bias)
-    with torch.no_grad():  # 64-pixel boxes about each cell, so clustering has work to do
-        det.bboxes.bias.copy_(torch.tensor([-0.5, -0.5, 0.5, 0.5]))
-    save_checkpoint(
-        root / "detectnet" / "checkpoint.pt",
-        det,
-        model_name="detectnet",
-        model_args={"num_classes": 3, "width": 0.125},
-        metrics={"AP": 0.1},
-        meta={
-            "kind": "detector",
-            "classes": CLASSES[:3],
-            "coco_category_ids": [1, 2, 3],
-            **common,
-            "stride": 16,
-            "offset": 15,
-            "threshold": 0.2,
-            "cluster_iou": 0.4,
-            "trained_on": trained_on,
-            "metrics": {"AP": 0.1},
-        },
-    )
-    mlp = MLP()
-    save_checkpoint(
-        root / "mlp" / "checkpoint.pt",
-        mlp,
-        model_name="mlp",
-        model_args={"input_layer_size": 400, "hidden_layer_size": 25, "num_labels": 10},
-        meta={
-            "kind": "mlp",
-            "classes": [str(d) for d in range(10)],
-            "input_size": [20, 20],
-            "layout": "column-major",
-            "input_scale": 1.0,
-            "mean": [0.0],
-            "std": [1.0],
-            "trained_on": trained_on,
-            "metrics": {"test_accuracy": 0.1},
-        },
-    )
-    return root
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    root = make_checkpoints(tmp_path_factory.mktemp("artifacts"))
-    return {name: export(root / name / "checkpoint.pt") for name in ("alexnet", "detectnet", "mlp")}
+from workshop.data.images import normalize
 
 
 def session(path):

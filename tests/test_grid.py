@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from test_export import make_checkpoints
+from helpers import make_checkpoints
 
 from exporters.onnx_export import export, read_metadata
 from models.alexnet import MARGIN, AlexNet, FullyConvolutionalAlexNet, PaddedFCN

@@ -339,7 +339,7 @@ def test_the_culler_stops_idle_servers_and_spares_busy_ones(culling_hub):
 
 
 def test_a_participant_logs_in_and_runs_notebook_1_in_a_real_browser(hub):
-    from benchmarks.app_latency import chromium
+    from benchmarks.harness import chromium
 
     shots = Path(__file__).resolve().parents[1] / "test-artifacts" / "hub"
     shots.mkdir(parents=True, exist_ok=True)

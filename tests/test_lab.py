@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from benchmarks.app_latency import free_port
-from benchmarks.hub_room import run_cell
+from benchmarks.harness import free_port, run_cell
 from workshop.lab import lab_command
 
 TOKEN = uuid.uuid4().hex

@@ -1,13 +1,30 @@
 """The workshop notebooks: exercise versions match their solutions, and both execute headlessly."""
 
+import os
+from pathlib import Path
+
 import nbformat
 import pytest
 from nbclient.exceptions import CellExecutionError
 
 from workshop.notebook_tools import NOTEBOOKS, SOLUTIONS, execute, exercise_notebook
 
+ROOT = Path(__file__).resolve().parents[1]
 SOLUTION_NOTEBOOKS = sorted(SOLUTIONS.glob("*.ipynb"))
 PLAIN_NOTEBOOKS = sorted(p for p in NOTEBOOKS.glob("*.ipynb") if not (SOLUTIONS / p.name).exists())
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """A folder to run a notebook in: its kernel starts there, so the trainers' relative
+    data/ lands inside it, and ARTIFACTS and temporary files point inside it too."""
+    path = os.environ.get("PYTHONPATH")  # the kernel imports this checkout, from anywhere
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), *([path] if path else [])]))
+    monkeypatch.setenv("ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.delenv("WORKSHOP_SHARED_ARTIFACTS", raising=False)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # tempfile.mkdtemp() in the kernel
+    return tmp_path
 
 
 def test_every_solution_has_its_exercise_notebook():
@@ -31,8 +48,8 @@ def test_notebooks_are_committed_without_outputs(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", SOLUTION_NOTEBOOKS, ids=lambda p: p.name)
-def test_solution_notebook_runs_headlessly(path):
-    nb = execute(path)  # WORKSHOP_PROFILE=smoke (conftest) keeps the training short
+def test_solution_notebook_runs_headlessly(path, sandbox):
+    nb = execute(path, cwd=sandbox)  # WORKSHOP_PROFILE=smoke (conftest) keeps training short
     text = "\n".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
     )
@@ -48,8 +65,8 @@ def test_solution_notebook_runs_headlessly(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", PLAIN_NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_headlessly(path):
-    nb = execute(path)  # the smoke profile trains a tiny model for two steps
+def test_notebook_runs_headlessly(path, sandbox):
+    nb = execute(path, cwd=sandbox)  # the smoke profile trains a tiny model for two steps
     images = sum(
         "image/png" in o.get("data", {})
         for c in nb.cells
@@ -57,6 +74,9 @@ def test_notebook_runs_headlessly(path):
         for o in c.outputs
     )
     assert images >= 3
+    # What it generated and trained is in the sandbox, not in the repository's data/.
+    assert (sandbox / "data" / "synthetic-small" / "synthetic.json").is_file()
+    assert list((sandbox / "tmp").glob("*/checkpoint.pt"))
 
 
 def test_every_module_has_its_notebook():
@@ -65,7 +85,7 @@ def test_every_module_has_its_notebook():
 
 
 @pytest.mark.slow
-def test_exercise_notebook_stops_at_the_first_exercise():
+def test_exercise_notebook_stops_at_the_first_exercise(sandbox):
     with pytest.raises(CellExecutionError, match="NotImplementedError") as err:
-        execute(NOTEBOOKS / "01_mlp_backprop.ipynb")
+        execute(NOTEBOOKS / "01_mlp_backprop.ipynb", cwd=sandbox)
     assert "check_cost(nn_cost)" in str(err.value)  # the cell after exercise 1

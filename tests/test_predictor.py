@@ -10,7 +10,6 @@ import onnx
 import pytest
 import torch
 from PIL import Image
-from test_export import make_checkpoints
 
 from exporters.onnx_export import export
 from models import boxes as box_ops
@@ -21,9 +20,8 @@ from streamlit_app.predictor import MAX_SIDE, Predictor, PredictorError
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = make_checkpoints(tmp_path_factory.mktemp("artifacts"))
-    return {name: export(root / name / "checkpoint.pt") for name in ("alexnet", "detectnet", "mlp")}
+def models(exported):
+    return exported
 
 
 def predict_cli(*args):

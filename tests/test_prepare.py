@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import io
 import json
 import os
@@ -17,6 +19,7 @@ import pytest
 from PIL import Image
 
 from workshop.data.digits import from_course_layout
+from workshop.data.prepare import main as prepare_main
 from workshop.data.prepare import mnist_to_course
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,21 +135,31 @@ def coco_split(base_url: str, ids: range, missing: int | None = None) -> tuple[d
     return {"images": images, "annotations": anns, "categories": cats}, files
 
 
-@pytest.mark.slow
-def test_a_coco_subset_is_prepared_then_trained_on(served, tmp_path, python):
-    folder, url = served
-    (folder / "images").mkdir()
+def coco_archive(folder: Path, url: str, splits=("train2017", "val2017")) -> str:
+    """annotations_trainval2017.zip with instances files of ``splits`` (and a captions file)
+    under ``folder``, the images they point to under folder/images; the archive's url."""
+    (folder / "images").mkdir(exist_ok=True)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("annotations/captions_train2017.json", json.dumps({"annotations": []}))
         for split, ids, missing in (
             ("train2017", range(1, 13), 4),
             ("val2017", range(20, 26), None),
         ):
+            if split not in splits:
+                continue
             coco, files = coco_split(url, ids, missing)
             zf.writestr(f"annotations/instances_{split}.json", json.dumps(coco))
             for name, data in files.items():
                 (folder / "images" / name).write_bytes(data)
     (folder / "annotations_trainval2017.zip").write_bytes(buf.getvalue())
+    return f"{url}/annotations_trainval2017.zip"
+
+
+@pytest.mark.slow
+def test_a_coco_subset_is_prepared_then_trained_on(served, tmp_path, python):
+    folder, url = served
+    coco_archive(folder, url)
     data = tmp_path / "data"
     run = subprocess.run(
         [
@@ -199,24 +212,75 @@ def test_a_coco_subset_is_prepared_then_trained_on(served, tmp_path, python):
     assert metrics["dataset"] == "coco-cat-dog" and set(metrics["per_class_AP"]) == {"cat", "dog"}
 
 
-def test_offline_the_message_names_the_offline_default(python, tmp_path):
-    run = subprocess.run(
-        [
-            python,
-            "-m",
-            "workshop.data.prepare",
-            "cats-dogs",
-            f"--data_dir={tmp_path}",
-            "--url=http://127.0.0.1:9/pets.zip",
-            "--retries=0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+def prepare(*args: str) -> tuple[int, str]:
+    """`python -m workshop.data.prepare ARGS` in-process: (exit status, stderr after the
+    progress bars, which end by erasing themselves with a carriage return)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = prepare_main(list(args))
+        except SystemExit as exit_:  # argparse's usage errors
+            code = exit_.code
+    return code, err.getvalue().rpartition("\r")[2]
+
+
+def test_offline_the_message_names_the_offline_default(tmp_path):
+    code, stderr = prepare(
+        "cats-dogs", f"--data_dir={tmp_path}", "--url=http://127.0.0.1:9/pets.zip", "--retries=0"
     )
-    assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert "make train-alexnet" in run.stderr and "Offline?" in run.stderr
-    assert not list(tmp_path.rglob("*.zip"))
+    assert code == 2 and stderr.startswith("error: http://127.0.0.1:9/pets.zip: failed after 1 ")
+    assert "make train-alexnet" in stderr and "Offline?" in stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_coco_with_an_unknown_category_is_one_clear_line(served, tmp_path):
+    folder, url = served
+    data = tmp_path / "data"
+    code, stderr = prepare(
+        "coco",
+        "--categories=cat,unicorn",
+        f"--data_dir={data}",
+        f"--url={coco_archive(folder, url)}",
+    )
+    assert (code, stderr) == (
+        2,
+        "error: COCO has no categories ['unicorn']; it has ['cat', 'dog', 'person']\n",
+    )
+    assert not list(data.glob("coco-*"))
+
+
+@pytest.mark.parametrize(
+    ("splits", "missing"),
+    [
+        ((), "instances_train2017.json, instances_val2017.json"),
+        (("train2017",), "instances_val2017.json"),
+    ],
+)
+def test_a_coco_archive_without_instances_files_is_one_clear_line(
+    served, tmp_path, splits, missing
+):
+    folder, url = served
+    data = tmp_path / "data"
+    archive = coco_archive(folder, url, splits)
+    code, stderr = prepare("coco", "--categories=cat", f"--data_dir={data}", f"--url={archive}")
+    assert (code, stderr) == (
+        2,
+        f"error: annotations_trainval2017.zip has no {missing}: it is not COCO's "
+        "annotations_trainval2017.zip, and was removed\n",
+    )
+    assert not list(data.glob("coco-*")) and not (data / "raw" / "coco-annotations").exists()
+    assert not (data / "downloads" / "annotations_trainval2017.zip").exists()
+    coco_archive(folder, url)  # the right archive: the next run fetches and uses it
+    assert prepare("coco", "--categories=cat", f"--data_dir={data}", f"--url={archive}")[0] == 0
+
+
+def test_coco_without_categories_and_an_unknown_data_set_are_usage_errors(tmp_path):
+    code, stderr = prepare("coco", f"--data_dir={tmp_path}")
+    assert code == 2 and stderr == (
+        "error: coco needs CATEGORIES, e.g. `make data DATASET=coco CATEGORIES=cat,dog`\n"
+    )
+    code, stderr = prepare("imagenet")
+    assert code == 2 and "invalid choice: 'imagenet'" in stderr
 
 
 @pytest.mark.parametrize(
@@ -231,15 +295,13 @@ def test_offline_the_message_names_the_offline_default(python, tmp_path):
         ("workshop.train_mlp", ["--dataset=mnist"], "make data DATASET=mnist"),
     ],
 )
-def test_trainers_say_how_to_get_missing_real_data(python, tmp_path, module, args, hint):
-    run = subprocess.run(
-        [python, "-m", module, *args, f"--data_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode != 0 and hint in run.stderr and "Traceback" not in run.stderr
-    assert "offline default" in run.stderr
+def test_trainers_say_how_to_get_missing_real_data(tmp_path, module, args, hint):
+    main = importlib.import_module(module).main
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, f"--data_dir={tmp_path}"])
+    message = str(exit_.value.code)  # printed as is, without a traceback
+    assert message.startswith("error: ") and hint in message and "offline default" in message
+    assert not list(tmp_path.iterdir())
 
 
 def test_mnist_becomes_the_course_layout():

@@ -15,10 +15,10 @@ import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
-from app_fixtures import awkward_images, exported_models, scene_1080p
+from helpers import awkward_images, scene_1080p
 from PIL import Image
 
-from benchmarks.app_latency import app_server, free_port
+from benchmarks.harness import app_server, free_port
 from benchmarks.streamlit_client import (
     StreamlitSession,
     load_test,
@@ -29,13 +29,6 @@ from benchmarks.streamlit_client import (
 from models import synthetic
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """The exported test models, made as tests/test_browser.py's `server` fixture makes them."""
-    root = exported_models(tmp_path_factory.mktemp("artifacts"))
-    return root
 
 
 @pytest.fixture(scope="module")

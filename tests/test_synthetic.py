@@ -1,8 +1,10 @@
 """The synthetic shapes data set: layout, COCO validity, determinism."""
 
 import json
+import math
 
 import numpy as np
+import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -40,13 +42,23 @@ def test_same_seed_same_pixels_and_no_regeneration(tmp_path):
     assert (a / first).stat().st_mtime_ns == stamp
 
 
-def test_objects_change_the_pixels_where_their_box_is():
-    rng = np.random.default_rng(0)
-    img, objects = synthetic.make_scene(640, 480, rng, max_objects=3)
-    assert 1 <= len(objects) <= 3 and img.size == (640, 480)
+@pytest.mark.parametrize("seed", range(3))
+def test_objects_change_the_pixels_where_their_box_is(seed, monkeypatch):
+    """The scene against the same scene (same random stream) with no object painted in."""
+    scene, objects = synthetic.make_scene(640, 480, np.random.default_rng(seed))
+    paint = synthetic.paint_object
+    monkeypatch.setattr(synthetic, "paint_object", lambda img, *a: paint(img.copy(), *a))
+    bare, same = synthetic.make_scene(640, 480, np.random.default_rng(seed))
+    assert same == objects and 1 <= len(objects) <= 6
+    changed = np.abs(np.asarray(scene, int) - np.asarray(bare, int)).max(axis=2) > 30  # (h, w)
+    near_a_box = np.zeros_like(changed)
     for obj in objects:
-        mask = synthetic.object_mask(obj["category"], (640, 480), (100, 100), 80, 0.3, 1.0)
-        assert np.asarray(mask).any()
+        x, y, w, h = obj["bbox"]
+        x0, y0, x1, y1 = int(x), int(y), math.ceil(x + w), math.ceil(y + h)
+        assert changed[y0:y1, x0:x1].mean() > 0.2, obj  # the shape fills part of its box
+        near_a_box[max(y0 - 3, 0) : y1 + 3, max(x0 - 3, 0) : x1 + 3] = True  # blur spreads edges
+    # Outside every box only an occluding distractor (drawn with an object) may differ.
+    assert changed[~near_a_box].mean() < 0.01
 
 
 def test_each_part_has_its_own_stream(tmp_path):

@@ -3,6 +3,7 @@
     coco_evaluate(coco_gt, detections) -> {"AP", "AP50", "AP75", "per_class_AP"}
     digits_precision_recall(coco_gt, detections, iou=0.7) -> {"precision", "recall", ...}
 
+``coco_gt`` is a pycocotools COCO (``workshop.data.coco.load_coco`` reads one);
 ``detections`` are COCO result dicts: image_id, category_id, bbox [x, y, w, h], score.
 DIGITS reported precision x recall at IoU 0.7 and called it "mAP"; it is not average
 precision, and it is reported here under its own name.
@@ -18,33 +19,6 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from models.boxes import box_iou
-
-
-def load_coco(source) -> COCO:
-    """A COCO object from a path or an in-memory dict, without pycocotools' prints."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        if isinstance(source, dict):
-            coco = COCO()
-            coco.dataset = source
-            coco.createIndex()
-            return coco
-        return COCO(str(source))
-
-
-def subset_coco(coco: COCO, image_ids, cat_ids) -> COCO:
-    """The ground truth of only these images and categories (what a model was run on)."""
-    images, cats = set(image_ids), set(cat_ids)
-    d = coco.dataset
-    return load_coco(
-        {
-            **d,
-            "images": [i for i in d["images"] if i["id"] in images],
-            "annotations": [
-                a for a in d["annotations"] if a["image_id"] in images and a["category_id"] in cats
-            ],
-            "categories": [c for c in d["categories"] if c["id"] in cats],
-        }
-    )
 
 
 def coco_evaluate(coco_gt: COCO, detections: list[dict]) -> dict:

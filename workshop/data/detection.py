@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from models.boxes import encode_targets, grid_size
 from models.imageio import MAX_SIDE
 from workshop.data.images import MEAN, STD, BadImage, normalize, open_rgb
-from workshop.detection_eval import load_coco, subset_coco
+from workshop.data.coco import load_coco, subset_coco
 
 MIN_VISIBLE = 0.6  # share of a cut object that must remain to stay a target
 PRELOAD_BYTES = 1.5e9  # decode every image up front when they fit in this much memory

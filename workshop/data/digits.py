@@ -148,11 +148,6 @@ def load_ex4weights(path) -> tuple[np.ndarray, np.ndarray]:
     return data["Theta1"].astype(np.float64), np.roll(data["Theta2"].astype(np.float64), 1, axis=0)
 
 
-def save_ex4weights(path, Theta1: np.ndarray, Theta2: np.ndarray) -> None:
-    """Write 0-based Theta1, Theta2 in the course's row order (zero last)."""
-    scipy.io.savemat(path, {"Theta1": Theta1, "Theta2": np.roll(Theta2, -1, axis=0)})
-
-
 # ex4's published costs with its ex4weights.mat on its ex4data1.mat, by lambda
 COURSE_COSTS = {0.0: 0.287629, 1.0: 0.383770}
 

@@ -82,11 +82,16 @@ def download(url: str, dest, *, sha256: str | None = None, retries: int = 4,
                 _Incomplete) as err:
             last_error = err
     else:
-        reason = getattr(last_error, "reason", last_error)
-        raise DownloadError(
-            f"{url}: failed after {retries + 1} attempts ({reason}); the partial file "
-            f"{part} is kept and the next run resumes it"
-        )
+        if isinstance(last_error, urllib.error.HTTPError):
+            reason = f"HTTP {last_error.code} {last_error.reason}"
+        else:
+            reason = getattr(last_error, "reason", last_error)
+        if part.is_file() and part.stat().st_size:
+            kept = f"the partial file {part} is kept and the next run resumes it"
+        else:
+            part.unlink(missing_ok=True)
+            kept = "nothing was received"
+        raise DownloadError(f"{url}: failed after {retries + 1} attempts ({reason}); {kept}")
     if sha256 is not None:
         got = sha256_of(part)
         if got != sha256:

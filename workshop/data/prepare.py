@@ -63,6 +63,15 @@ def fetch(url: str, dest: Path, downloads: Path, retries: int = 4) -> Path:
     return path
 
 
+def discard(url: str, path: Path, downloads: Path) -> None:
+    """Delete a download that proved to be the wrong file, and the checksum it recorded."""
+    path.unlink(missing_ok=True)
+    record = downloads / "checksums.json"
+    known = json.loads(record.read_text()) if record.is_file() else {}
+    if known.pop(url, None) is not None:
+        record.write_text(json.dumps(known, indent=2) + "\n")
+
+
 def _link(src: Path, dst: Path) -> None:
     try:
         os.link(src, dst)
@@ -104,23 +113,28 @@ def prepare_cats_dogs(data_dir: Path, url: str, retries: int = 4) -> Path:
 def prepare_coco(data_dir: Path, url: str, categories: list[str], max_images: int = 0,
                  retries: int = 4) -> Path:
     if not categories:
-        raise DownloadError("coco needs CATEGORIES, e.g. `make data DATASET=coco CATEGORIES=cat,dog`")
-    archive = fetch(url, data_dir / "downloads" / Path(url).name, data_dir / "downloads", retries)
+        raise ValueError("coco needs CATEGORIES, e.g. `make data DATASET=coco CATEGORIES=cat,dog`")
+    downloads = data_dir / "downloads"
+    archive = fetch(url, downloads / Path(url).name, downloads, retries)
     raw = data_dir / "raw" / "coco-annotations"
     if not raw.exists():
         safe_extract(archive, raw)
+    splits = (("train", "train2017"), ("val", "val2017"))
+    found = {name: next(raw.rglob(f"instances_{name}.json"), None) for _, name in splits}
+    missing = [f"instances_{name}.json" for name, path in found.items() if path is None]
+    if missing:  # checked before anything is written; a next run must fetch another archive
+        shutil.rmtree(raw)
+        discard(url, archive, downloads)
+        raise ValueError(f"{archive.name} has no {', '.join(missing)}: it is not COCO's "
+                         f"{Path(SOURCES['coco']).name}, and was removed")
     out = data_dir / coco_folder_name(categories)
     report = {"source": url, "categories": categories, "splits": {}}
-    for split, name in (("train", "train2017"), ("val", "val2017")):
-        ann_path = next(raw.rglob(f"instances_{name}.json"), None)
-        if ann_path is None:
-            raise DownloadError(f"{archive.name}: no instances_{name}.json inside")
-        coco = json.loads(ann_path.read_text())
+    for split, name in splits:
+        coco = json.loads(found[name].read_text())
         by_name = {c["name"]: c for c in coco["categories"]}
         unknown = [c for c in categories if c not in by_name]
         if unknown:
-            raise DownloadError(f"COCO has no categories {unknown}; some it has: "
-                                f"{sorted(by_name)[:12]} ...")
+            raise ValueError(f"COCO has no categories {unknown}; it has {sorted(by_name)}")
         wanted = sorted((by_name[c] for c in categories), key=lambda c: c["id"])
         new_id = {c["id"]: k + 1 for k, c in enumerate(wanted)}
         anns = [a for a in coco["annotations"] if a["category_id"] in new_id]
@@ -226,9 +240,12 @@ def main(argv: list[str] | None = None) -> int:
                                args.retries)
         else:
             out = prepare_mnist(data_dir)
-    except (DownloadError, ValueError) as err:
+    except DownloadError as err:
         print(f"error: {err}\nOffline? The offline default needs no download: "
               f"{OFFLINE_DEFAULT[args.dataset]}.", file=sys.stderr)
+        return 2
+    except ValueError as err:  # the data, not the network: the offline hint would mislead
+        print(f"error: {err}", file=sys.stderr)
         return 2
     report = out / "report.json"
     print(f"{args.dataset}: ready in {out}")

@@ -226,8 +226,10 @@ def test_checks_record_pass_and_the_named_mistake(progress_server):
     checks.check_sigmoid_gradient(mlp.sigmoid_gradient)
     with pytest.raises(checks.ExerciseFailed):
         checks.check_sigmoid_gradient(mlp.sigmoid)
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(NotImplementedError):  # not written yet: nothing recorded
         checks.check_backprop(lambda *a: (_ for _ in ()).throw(NotImplementedError("todo")))
+    with pytest.raises(ValueError):
+        checks.check_backprop(lambda *a: (_ for _ in ()).throw(ValueError("bad shape")))
     checks.check_backprop(mlp.nn_cost_function)  # calls check_cost inside: one record
     got = [(auth, b["exercise"], b["passed"], b["mistake"]) for auth, b in progress_server]
     assert [g[:3] for g in got] == [
@@ -237,8 +239,13 @@ def test_checks_record_pass_and_the_named_mistake(progress_server):
         ("token t0ken", "backprop", True),
     ]
     assert "returned g(z) itself" in got[1][3]
-    assert "NotImplementedError" in got[2][3]
-    assert list(checks.EXERCISES) == ["sigmoid_gradient", "cost", "backprop"]
+    assert "ValueError: bad shape" in got[2][3]
+    assert list(checks.EXERCISES)[:4] == [
+        "sigmoid_gradient",
+        "cost",
+        "backprop",
+        "provided_weights",
+    ]
 
 
 def test_record_failure_never_breaks_the_check(monkeypatch, capsys):

@@ -7,19 +7,19 @@ the rerun. The server, browser and page come from benchmarks.harness, shared wit
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.harness import CHROMIUM, DONE, app_server, chromium, open_page, upload_and_wait
+from models.artifacts import artifacts_root
 
 
 def run(repeats: int = 5) -> dict:
     from models import synthetic
 
-    artifacts = Path(os.environ.get("ARTIFACTS", "artifacts"))
+    artifacts = artifacts_root()
     if not all((artifacts / m / "model.onnx").is_file() for m in ("alexnet", "detectnet")):
         return {"skipped": f"no exported models in {artifacts}/: run `make demo` first"}
     if not Path(CHROMIUM).is_file():

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.hub_room import Hub
+from models.artifacts import artifacts_root
 
 ROOMS = (12, 30)
 DEMO_SESSIONS = 30
@@ -99,7 +100,7 @@ def demo_under_load(hub: Hub, sessions: int) -> dict:
 def run() -> dict:
     if os.geteuid() != 0:
         return {"skipped": "the hub makes Unix users: run make bench as root"}
-    artifacts = Path(os.environ.get("ARTIFACTS", "artifacts"))
+    artifacts = artifacts_root()
     if not all((artifacts / m / "model.onnx").is_file() for m in ("alexnet", "detectnet")):
         return {"skipped": f"no exported models in {artifacts}/: run `make demo` first"}
     hub = Hub(Path(tempfile.mkdtemp()) / "state", hub_spawn_limit=50)

@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import json
 import mimetypes
-import os
 import statistics
 import sys
 import time
@@ -55,6 +54,8 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.proto.WidgetStates_pb2 import WidgetState, WidgetStates
 from websockets.asyncio.client import connect as ws_connect
 from websockets.typing import Origin, Subprotocol
+
+from models.artifacts import artifacts_root
 
 XSRF_COOKIE = "_streamlit_xsrf"
 DONE_STATUSES = {ForwardMsg.FINISHED_SUCCESSFULLY, ForwardMsg.FINISHED_WITH_COMPILE_ERROR}
@@ -537,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from benchmarks.harness import app_server
 
-        artifacts = Path(os.environ.get("ARTIFACTS", "artifacts"))
+        artifacts = artifacts_root()
         with app_server(artifacts) as (url, proc):
             asyncio.run(upload_session(url, image))  # warm-up: sessions loaded, caches made
             result = measure(url)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from exporters.onnx_export import ExportError, export, read_metadata
+from models.artifacts import artifacts_root
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.all == bool(args.checkpoint):
         parser.error("give one CHECKPOINT, or --all")
     if args.all:
-        import os
-
-        root = Path(args.artifacts or os.environ.get("ARTIFACTS", "artifacts"))
+        root = Path(args.artifacts) if args.artifacts else artifacts_root()
         checkpoints = sorted(root.glob("*/checkpoint.pt"))
         if not checkpoints:
             print(f"nothing to export: no {root}/*/checkpoint.pt (run `make demo` first)")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from models.artifacts import artifacts_root
 from models.imageio import BadImage
 from streamlit_app.predictor import MAX_SIDE, Output, Predictor, PredictorError
 from streamlit_app.samples import jpeg_bytes, png_bytes, sample_digit, sample_scene
@@ -31,10 +32,6 @@ KIND_TITLES = {
     "detector": "Detections — DetectNet",
     "mlp": "Handwritten digit — the ex4 MLP",
 }
-
-
-def artifacts() -> Path:
-    return Path(os.environ.get("ARTIFACTS", "artifacts"))
 
 
 @st.cache_resource(show_spinner=False)
@@ -214,10 +211,10 @@ def main() -> None:
         "class is, DetectNet boxes the objects. All on onnxruntime."
     )
 
-    paths = sorted(artifacts().glob("*/model.onnx"))
+    paths = sorted(artifacts_root().glob("*/model.onnx"))
     if not paths:
         st.info(
-            f"No exported models in `{artifacts()}/` yet. Run `make demo` (it trains the "
+            f"No exported models in `{artifacts_root()}/` yet. Run `make demo` (it trains the "
             "three workshop models on generated data, exports them to ONNX and starts this "
             "app), or `make export` if they are trained already."
         )

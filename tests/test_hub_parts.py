@@ -304,3 +304,20 @@ def test_the_instructors_outputs_are_copied_once_and_again_only_when_changed(tmp
     (root / "data" / "synthetic" / "b.jpg").write_bytes(b"b")
     copy_outputs(share, root, root / "artifacts")
     assert (share / "data" / "synthetic" / "b.jpg").read_bytes() == b"b"
+
+
+def test_artifacts_has_one_reader(monkeypatch, tmp_path):
+    """Every room asks models.artifacts: the exporter, the app, the trainers, the hub's share."""
+    from models.artifacts import artifacts_root
+    from workshop.artifacts import artifacts_dir
+    from workshop.hub.environment import copy_outputs
+
+    monkeypatch.setenv("ARTIFACTS", str(tmp_path / "elsewhere"))
+    assert artifacts_root() == tmp_path / "elsewhere"
+    assert artifacts_dir("mlp") == tmp_path / "elsewhere" / "mlp"
+    (tmp_path / "elsewhere" / "mlp").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "mlp" / "metrics.json").write_text("{}")
+    copy_outputs(tmp_path / "share", root=tmp_path / "repo")
+    assert (tmp_path / "share" / "artifacts" / "mlp" / "metrics.json").is_file()
+    monkeypatch.setenv("ARTIFACTS", "")
+    assert artifacts_root() == Path("artifacts")

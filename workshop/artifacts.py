@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from models.artifacts import artifacts_root
+
 
 def write_json(path, data: dict) -> Path:
     """Write JSON atomically (temporary file + rename), so readers never see half a file."""
@@ -22,7 +24,7 @@ def write_json(path, data: dict) -> Path:
 
 def artifacts_dir(model: str) -> Path:
     """artifacts/<model>/, or $ARTIFACTS/<model>/ when ARTIFACTS is set."""
-    return Path(os.environ.get("ARTIFACTS", "artifacts")) / model
+    return artifacts_root() / model
 
 
 def trained_artifacts(model: str) -> Path:

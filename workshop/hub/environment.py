@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from models.artifacts import artifacts_root
+
 ROOT = Path(__file__).resolve().parents[2]
 COURSE_PACKAGES = ("models", "workshop", "exporters", "streamlit_app")
 NOTEBOOKS = ("01_mlp_backprop.ipynb", "02_fcn_alexnet.ipynb", "03_detectnet.ipynb")
@@ -227,7 +229,7 @@ def copy_course(share: Path, root: Path = ROOT) -> Path:
 def copy_outputs(share: Path, root: Path = ROOT, artifacts: Path | None = None) -> list[str]:
     """share/artifacts and share/data from the instructor's `make demo` (copied once, then
     only when the instructor's files change). Returns what is there."""
-    artifacts = Path(artifacts or os.environ.get("ARTIFACTS") or root / "artifacts")
+    artifacts = root / (artifacts or artifacts_root())  # absolute paths stay as they are
     found = []
     for name, src in (("artifacts", artifacts), ("data", root / "data")):
         dst, stamp = share / name, share / f".{name}.source"

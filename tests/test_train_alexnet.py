@@ -170,7 +170,10 @@ def test_an_image_folder_without_scenes_says_so_and_writes_no_nan(tmp_path, caps
     assert written["val_accuracy"] == metrics["val_accuracy"] and math.isfinite(
         written["val_accuracy"]
     )
-    assert "pointing_accuracy" not in load_checkpoint(out / "checkpoint.pt")["meta"]["metrics"]
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert "pointing_accuracy" not in ckpt["meta"]["metrics"]
+    assert ckpt["metrics"]["config"] == written["config"]  # the run's settings travel with it
+    assert ckpt["metrics"]["config"]["batch_size"] == 4
 
 
 @pytest.mark.parametrize(

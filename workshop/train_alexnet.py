@@ -180,13 +180,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     fitted = engine.fit(run, cfg, model, raw, optimizer, scheduler, job)
     ranks = end_run(raw, d, fitted.samples)  # other ranks end here; the main one evaluates
 
-    metrics = finish(raw, fitted.history, cfg, meta, model_args, out, scenes, device)
-    metrics.update(
-        engine.run_metrics(
-            run, cfg, train_seconds=fitted.train_seconds, ranks=ranks, dataset=data_name
-        ),
-        skipped_images=train.skipped,
+    about = engine.run_metrics(
+        run, cfg, train_seconds=fitted.train_seconds, ranks=ranks, dataset=data_name
     )
+    about["skipped_images"] = train.skipped
+    metrics = finish(raw, fitted.history, cfg, meta, model_args, out, scenes, device, about)
     write_json(out / "metrics.json", metrics)
     log(
         f"AlexNet (width {width}) on {data_name}: val accuracy {metrics['val_accuracy']:.1%}, "
@@ -203,8 +201,9 @@ def pointing_report(metrics: dict) -> str:
     return f"pointing accuracy {metrics['pointing_accuracy']:.1%}"
 
 
-def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device) -> dict:
-    """Net surgery, its checks, the pointing game, example heatmaps; save the FCN checkpoint."""
+def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device, about: dict) -> dict:
+    """Net surgery, its checks, the pointing game, example heatmaps; save the FCN checkpoint
+    (its metrics carry ``about``, how the run went and its config, as metrics.json does)."""
     raw = raw.float().to(memory_format=torch.contiguous_format).eval()
     fcn = raw.to_fully_convolutional()
     x = torch.randn(4, 3, WINDOW, WINDOW, device=device)
@@ -215,6 +214,7 @@ def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device) -> di
         "val_loss": history[-1]["val_loss"],
         "epochs": history[-1]["epoch"],
         "fcn_vs_classifier_max_abs_diff": surgery_diff,
+        **about,
     }
     if scenes is not None:
         metrics.update(

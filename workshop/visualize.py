@@ -351,7 +351,7 @@ def _run_config(run) -> tuple[dict, type | None, dict | None]:
         found = _checkpoint_config(ckpt)
         beside = path.parent / "metrics.json"
         if found is None and beside.is_file():
-            # The AlexNet trainer saves checkpoint.pt before its config joins the metrics.
+            # AlexNet checkpoints from before the config was saved with them
             config = json.loads(beside.read_text()).get("config")
             found = config if isinstance(config, dict) else None
         if found is None:
@@ -363,7 +363,7 @@ def _run_config(run) -> tuple[dict, type | None, dict | None]:
         found = _checkpoint_config(run)
         if found is None:
             raise ValueError(
-                "this checkpoint holds no training config (the AlexNet trainer writes it to "
+                "this checkpoint holds no training config (older AlexNet runs wrote it only to "
                 "metrics.json beside checkpoint.pt): pass that file's path or the run folder"
             )
         return found, config_class(run.get("model_name"), found), run

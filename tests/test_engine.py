@@ -24,6 +24,27 @@ def test_epoch_batches_shard_and_reshuffle():
     assert not all(torch.equal(a, b) for a, b in zip(two[0], other))
 
 
+def test_a_loss_above_the_limit_stops_loudly():
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def get(idx):
+        return torch.ones(len(idx), 2), torch.zeros(len(idx), dtype=torch.long)
+
+    def loss_fn(out, y):
+        loss = torch.nn.functional.cross_entropy(out, y) + 1000.0  # finite, far too large
+        return loss, {"cross_entropy": loss}, 0
+
+    kwargs = dict(epoch=3, d=Dist())
+    args = (model, [torch.arange(4)], get, loss_fn, opt, None, torch.device("cpu"))
+    engine.train_one_epoch(*args, **kwargs)  # no limit: trains on
+    with pytest.raises(
+        engine.NonFiniteLoss,
+        match=r"loss 1000 \(above 139\) at epoch 3: parts {.cross_entropy.: 1000\.\d+}",
+    ):
+        engine.train_one_epoch(*args, **kwargs, loss_limit=139.0)
+
+
 def test_non_finite_loss_stops_loudly():
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

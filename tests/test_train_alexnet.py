@@ -196,3 +196,12 @@ def test_trainer_mistakes_are_messages_not_tracebacks(args, message, tmp_path):
         train_alexnet.main([f"--data_dir={tmp_path}", *args])
     assert isinstance(stop.value.code, str) and stop.value.code.startswith("error: ")
     assert message in stop.value.code  # the whole message, printed by Python, exit status 1
+
+
+def test_a_learning_rate_that_diverges_stops_the_run_before_saving(tmp_path):
+    args = ["--synthetic_size=small", "--epochs=2", "--width=0.125", "--sliding_check=false"]
+    with pytest.raises(SystemExit, match=r"error: training diverged: loss .* \(above 139\)"):
+        train_alexnet.main(
+            [*args, "--lr=1.0", f"--data_dir={tmp_path}", f"--out_dir={tmp_path / 'o'}"]
+        )
+    assert not (tmp_path / "o" / "checkpoint.pt").exists()

@@ -161,13 +161,14 @@ def train_one_epoch(
     d: Dist,
     channels_last: bool = False,
     desc: str = "train",
+    loss_limit: float = math.inf,
 ) -> dict:
     """One pass over ``batches``; ``loss_fn(output, target) -> (loss, parts, correct)``.
 
     ``get_batch(indices) -> (inputs, targets)`` already on the device. ``correct``
     may be None where accuracy means nothing (detection). Returns the mean loss,
     the mean of each of its parts, accuracy and throughput. Stops loudly on a
-    non-finite loss, printing its parts.
+    non-finite loss, or one above ``loss_limit`` (diverged), printing its parts.
     """
     model.train()
     total_loss, total_correct, seen = 0.0, 0, 0
@@ -178,9 +179,11 @@ def train_one_epoch(
     )
     for indices in bar:
         loss, parts, correct = _step_loss(model, get_batch(indices), loss_fn, device, channels_last)
-        if not torch.isfinite(loss):
+        if not torch.isfinite(loss) or loss.item() > loss_limit:
             shown = {k: float(v.detach()) if torch.is_tensor(v) else v for k, v in parts.items()}
-            raise NonFiniteLoss(f"non-finite loss {loss.item()} at epoch {epoch}: parts {shown}")
+            what = "non-finite loss" if not torch.isfinite(loss) else "loss"
+            limit = f" (above {loss_limit:.3g})" if torch.isfinite(loss) else ""
+            raise NonFiniteLoss(f"{what} {loss.item():.4g}{limit} at epoch {epoch}: parts {shown}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -240,6 +243,7 @@ class Job:
     loss_fn: Callable  # (output, target) -> (loss, parts, correct or None)
     report: Callable[[dict, dict], str]  # (train stats, held-out stats) -> the epoch's log line
     plot: Callable  # (history, path): the training curves to a PNG
+    loss_limit: float = math.inf  # a training loss above this has diverged: stop the run
 
 
 @dataclass
@@ -264,19 +268,26 @@ def fit(run: Run, cfg, model, raw, optimizer, scheduler, job: Job) -> Fitted:
     for epoch in range(start_epoch, cfg.epochs):
         batches = epoch_batches(job.n_train, cfg.batch_size, epoch, cfg.seed, d)[:steps]
         samples = torch.cat(batches).tolist() if batches else []
-        stats = train_one_epoch(
-            model,
-            batches,
-            job.train_batch(epoch),
-            job.loss_fn,
-            optimizer,
-            scheduler,
-            run.device,
-            epoch=epoch + 1,
-            d=d,
-            channels_last=cfg.channels_last,
-            desc=job.model_name,
-        )
+        try:
+            stats = train_one_epoch(
+                model,
+                batches,
+                job.train_batch(epoch),
+                job.loss_fn,
+                optimizer,
+                scheduler,
+                run.device,
+                epoch=epoch + 1,
+                d=d,
+                channels_last=cfg.channels_last,
+                desc=job.model_name,
+                loss_limit=job.loss_limit,
+            )
+        except NonFiniteLoss as err:  # stop loudly, before anything broken is saved
+            raise SystemExit(
+                f"error: training diverged: {err}. Nothing of this epoch was saved; a smaller "
+                f"--lr (this run: {cfg.lr:g}) usually cures it."
+            ) from None
         val_stats = evaluate(
             raw,
             job.val_batches,

@@ -15,6 +15,7 @@ Writes artifacts/alexnet/: checkpoint.pt (the fully convolutional net), train_st
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         loss_fn=cross_entropy,
         report=epoch_report,
         plot=partial(plot_history, title=f"AlexNet (width {width})"),
+        # the loss at chance is ln(classes); 100 times that is a run that diverged
+        loss_limit=100 * math.log(len(classes)),
     )
     fitted = engine.fit(run, cfg, model, raw, optimizer, scheduler, job)
     ranks = end_run(raw, d, fitted.samples)  # other ranks end here; the main one evaluates

@@ -46,3 +46,13 @@ def artifacts(tmp_path_factory) -> Path:
 def exported(artifacts) -> dict[str, Path]:
     """Model name -> its model.onnx (checkpoint.pt beside it)."""
     return {name: artifacts / name / "model.onnx" for name in MODELS}
+
+
+@pytest.fixture(scope="module")
+def app(artifacts, tmp_path_factory):
+    """The Streamlit app on the exported test models, one per test module; yields (url, pid)."""
+    from benchmarks.harness import app_server
+
+    log_path = tmp_path_factory.mktemp("log") / "streamlit.log"
+    with open(log_path, "w") as log, app_server(artifacts, log=log) as (url, proc):
+        yield url, proc.pid

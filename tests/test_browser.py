@@ -17,7 +17,6 @@ from benchmarks.harness import (
     CHROMIUM,
     DONE,
     IMAGES_LOADED,
-    app_server,
     chromium,
     open_page,
     upload_and_wait,
@@ -26,14 +25,6 @@ from benchmarks.harness import (
 SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "browser"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def server(artifacts, tmp_path_factory):
-    """The app on the exported test models; yields (url, pid)."""
-    log_path = tmp_path_factory.mktemp("log") / "streamlit.log"
-    with open(log_path, "w") as log, app_server(artifacts, log=log) as (url, proc):
-        yield url, proc.pid
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +39,8 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def test_upload_a_1080p_scene_and_download_the_results(server, browser, tmp_path):
-    url, _ = server
+def test_upload_a_1080p_scene_and_download_the_results(app, browser, tmp_path):
+    url, _ = app
     path = tmp_path / "scene.jpg"
     path.write_bytes(scene_1080p())
     page = open_page(browser, url)
@@ -68,11 +59,11 @@ def test_upload_a_1080p_scene_and_download_the_results(server, browser, tmp_path
 
 
 @pytest.mark.parametrize("case", ["not-an-image", "truncated", "zero-byte", "bomb"])
-def test_bad_files_show_a_message_and_no_traceback(server, browser, tmp_path, case):
+def test_bad_files_show_a_message_and_no_traceback(app, browser, tmp_path, case):
     name, data, message = awkward_images()[case]
     path = tmp_path / name
     path.write_bytes(data)
-    page = open_page(browser, server[0])
+    page = open_page(browser, app[0])
     page.locator("input[type=file]").set_input_files(str(path))
     page.locator("[data-testid='stAlert']", has_text=message).wait_for(timeout=30_000)
     page.wait_for_selector(DONE, timeout=30_000)
@@ -88,9 +79,9 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-def test_eight_concurrent_sessions_all_get_answers(server, browser, tmp_path):
+def test_eight_concurrent_sessions_all_get_answers(app, browser, tmp_path):
     """A bounded load test: 8 visitors upload at once, twice; memory stays bounded."""
-    url, pid = server
+    url, pid = app
     pages = [open_page(browser, url) for _ in range(8)]
     peaks = []
     print(f"\nserver RSS before: {rss_mb(pid):.0f} MB")

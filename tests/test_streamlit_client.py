@@ -32,14 +32,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(artifacts, tmp_path_factory):
-    """The app on the test models (XSRF protection on, Streamlit's default); yields (url, pid)."""
-    log_path = tmp_path_factory.mktemp("log") / "streamlit.log"
-    with open(log_path, "w") as log, app_server(artifacts, log=log) as (url, proc):
-        yield url, proc.pid
-
-
-@pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     """A 1920x1080 JPEG, made as benchmarks.app_latency.run makes its uploads."""
     img, _ = synthetic.make_scene(1920, 1080, np.random.default_rng([42, 0]))
@@ -48,21 +40,21 @@ def scene(tmp_path_factory) -> Path:
     return path
 
 
-def test_one_upload_is_answered_with_both_pictures(server, scene):
-    result = asyncio.run(upload_session(server[0], scene, timeout=120))
+def test_one_upload_is_answered_with_both_pictures(app, scene):
+    result = asyncio.run(upload_session(app[0], scene, timeout=120))
     assert result["errors"] == []
     assert result["images"] >= 2
     assert 0 < result["upload_s"] <= result["run_s"] <= result["seconds"] < 120
 
 
-def test_the_session_sees_what_the_browser_sees(server, tmp_path):
+def test_the_session_sees_what_the_browser_sees(app, tmp_path):
     """tests/test_browser.py after a 1080p upload: 2 stImage pictures, the size caption, the
     download buttons, no stException."""
     path = tmp_path / "scene.jpg"
     path.write_bytes(scene_1080p())
 
     async def visit():
-        session = StreamlitSession(server[0])
+        session = StreamlitSession(app[0])
         try:
             await session.connect()
             assert session.session_id and session.uploader_id
@@ -90,21 +82,21 @@ def test_the_session_sees_what_the_browser_sees(server, tmp_path):
     assert "Download detections (COCO JSON)" in buttons
 
 
-def test_a_bad_file_is_an_explicit_failure(server, tmp_path):
+def test_a_bad_file_is_an_explicit_failure(app, tmp_path):
     """The app's st.error for a non-image is reported, and load_test counts it as a failure."""
     name, data, message = awkward_images()["not-an-image"]
     path = tmp_path / name
     path.write_bytes(data)
-    result = asyncio.run(upload_session(server[0], path, timeout=60))
+    result = asyncio.run(upload_session(app[0], path, timeout=60))
     assert result["images"] == 0
     assert any(message in e and e.startswith("error:") for e in result["errors"])
-    summary = asyncio.run(load_test(server[0], path, 1, timeout=60))
+    summary = asyncio.run(load_test(app[0], path, 1, timeout=60))
     assert summary["answered"] == 0 and summary["p50"] is None
     assert message in summary["failures"][0]["reason"]
 
 
-def test_three_sessions_at_once_are_all_answered(server, scene):
-    summary = asyncio.run(load_test(server[0], scene, 3, timeout=180))
+def test_three_sessions_at_once_are_all_answered(app, scene):
+    summary = asyncio.run(load_test(app[0], scene, 3, timeout=180))
     print(f"\n3 sessions: p50 {summary['p50']:.2f} s, max {summary['max']:.2f} s")
     assert summary["failures"] == []
     assert summary["answered"] == 3
@@ -225,9 +217,9 @@ def test_a_path_prefix_and_a_query_string(prefixed_server, scene):
     assert summary["answered"] == 2 and summary["failures"] == []
 
 
-def test_cookies_reach_an_authenticating_proxy(server, scene):
+def test_cookies_reach_an_authenticating_proxy(app, scene):
     """Every request and the websocket handshake carry the cookies, next to the XSRF one."""
-    url, _ = server
+    url, _ = app
 
     async def both(proxy_url):
         ok = await upload_session(proxy_url, scene, cookies="proxy_session=abc123", timeout=120)

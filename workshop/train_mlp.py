@@ -116,6 +116,56 @@ def gradient_descent(cost: Callable, x0, *, iterations: int, learning_rate, mome
     return x, iterations
 
 
+def initial_params(sizes: tuple[int, int, int], cfg: MLPConfig, init: str) -> np.ndarray:
+    """nn_params to start from: uniform in [-epsilon, epsilon] ("random") or all "zero"."""
+    rng = np.random.default_rng(cfg.seed)
+    if init == "random":
+        Theta1 = rand_initialize_weights(sizes[0], sizes[1], cfg.epsilon_init, rng=rng)
+        Theta2 = rand_initialize_weights(sizes[1], sizes[2], cfg.epsilon_init, rng=rng)
+    elif init == "zero":
+        Theta1, Theta2 = np.zeros((sizes[1], sizes[0] + 1)), np.zeros((sizes[2], sizes[1] + 1))
+    else:
+        raise ValueError(f"init must be 'random' or 'zero', got {init!r}")
+    return pack_params(Theta1, Theta2)
+
+
+class LearningCurve:
+    """One record per iteration (cost, train and test accuracy), shown on a progress bar.
+
+    L-BFGS and CG end an iteration on the point they evaluated last, so the training
+    accuracy reuses that evaluation's forward pass (``saw``) instead of a second one.
+    """
+
+    def __init__(self, sizes, train, test, *, total: int, desc: str, progress: bool):
+        self.sizes, self.train, self.test = sizes, train, test
+        self.records: list[dict] = []
+        self.bar = tqdm(total=total, desc=desc, unit="it", disable=not progress)
+        self._seen = None  # (the newest evaluated point, the network's output there on X_train)
+
+    def saw(self, p, h) -> None:
+        self._seen = (p.copy() if isinstance(p, np.ndarray) else p.clone(), h)
+
+    def _train_accuracy(self, p, Theta1, Theta2) -> float:
+        X, y = self.train
+        if self._seen is not None and self._seen[0].shape == p.shape:
+            seen, h = self._seen
+            if bool((seen == p).all()):
+                return float((h.argmax(1) == y).sum()) / len(y)
+        return accuracy(Theta1, Theta2, X, y)
+
+    def __call__(self, k: int, p, J) -> None:
+        Theta1, Theta2 = unpack_params(p, *self.sizes)
+        record = dict(
+            iteration=k,
+            cost=float(J),
+            train_accuracy=self._train_accuracy(p, Theta1, Theta2),
+            test_accuracy=accuracy(Theta1, Theta2, *self.test),
+        )
+        self.records.append(record)
+        self.bar.update(1)
+        self.bar.set_postfix(cost=f"{record['cost']:.4f}", train=f"{record['train_accuracy']:.1%}")
+
+
 def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=True) -> FitResult:
     """Train from random (or, to show why not, "zero") initial weights; record a history."""
     device = pick_device(cfg.device)
@@ -128,16 +178,7 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {cfg.optimizer!r}")
     sizes = (data.X_train.shape[1], cfg.hidden_layer_size, 10)
     maxiter = cfg.maxiter or DEFAULT_ITERATIONS[cfg.optimizer]
-
-    rng = np.random.default_rng(cfg.seed)
-    if init == "random":
-        Theta1 = rand_initialize_weights(sizes[0], sizes[1], cfg.epsilon_init, rng=rng)
-        Theta2 = rand_initialize_weights(sizes[1], sizes[2], cfg.epsilon_init, rng=rng)
-    elif init == "zero":
-        Theta1, Theta2 = np.zeros((sizes[1], sizes[0] + 1)), np.zeros((sizes[2], sizes[1] + 1))
-    else:
-        raise ValueError(f"init must be 'random' or 'zero', got {init!r}")
-    x0 = pack_params(Theta1, Theta2)
+    x0 = initial_params(sizes, cfg, init)
 
     # Move the data once; the cost then runs wherever the arrays live.
     def put(a):
@@ -146,9 +187,15 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
     X_train, y_train, X_test, y_test = map(
         put, (data.X_train, data.y_train, data.X_test, data.y_test)
     )
-
     validate_data(X_train, y_train, *sizes[::2])  # once: the optimizer calls on the same data
-    last = {}  # the newest evaluated point and the network's output there on X_train
+    curve = LearningCurve(
+        sizes,
+        (X_train, y_train),
+        (X_test, y_test),
+        total=maxiter,
+        desc=f"mlp {cfg.optimizer}",
+        progress=progress,
+    )
 
     def cost(p):
         J, grad, h = nn_cost_function(
@@ -156,7 +203,7 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
         )
         if not np.isfinite(float(J)):
             raise FloatingPointError(f"non-finite cost {float(J)} (lambda {cfg.lambda_})")
-        last.update(p=p.copy() if isinstance(p, np.ndarray) else p.clone(), h=h)
+        curve.saw(p, h)
         return J, grad
 
     def cost_numpy(p):  # scipy talks float64 numpy; hand torch tensors over and back
@@ -165,29 +212,8 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
         J, grad = cost(put(p))
         return float(J), grad.cpu().numpy()
 
-    history = []
-    bar = tqdm(total=maxiter, desc=f"mlp {cfg.optimizer}", unit="it", disable=not progress)
-
-    def train_accuracy(p, T1, T2):
-        # L-BFGS and CG end an iteration on the point they evaluated last: reuse that
-        # forward pass (a third of an iteration's arithmetic) instead of a second one.
-        seen = last.get("p")
-        if seen is not None and seen.shape == p.shape and bool((seen == p).all()):
-            return float((last["h"].argmax(1) == y_train).sum()) / len(y_train)
-        return accuracy(T1, T2, X_train, y_train)
-
     def on_iteration(k, p, J):
-        p = put(p) if isinstance(p, np.ndarray) else p
-        T1, T2 = unpack_params(p, *sizes)
-        record = dict(
-            iteration=k,
-            cost=float(J),
-            train_accuracy=train_accuracy(p, T1, T2),
-            test_accuracy=accuracy(T1, T2, X_test, y_test),
-        )
-        history.append(record)
-        bar.update(1)
-        bar.set_postfix(cost=f"{record['cost']:.4f}", train=f"{record['train_accuracy']:.1%}")
+        curve(k, put(p) if isinstance(p, np.ndarray) else p, J)
 
     start = time.perf_counter()
     if cfg.optimizer == "gd":
@@ -211,13 +237,12 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    bar.close()
-    if not history:  # converged before the first callback
+    curve.bar.close()
+    if not curve.records:  # converged before the first callback
         on_iteration(0, p, cost_numpy(p)[0])
     Theta1, Theta2 = (t.copy() for t in unpack_params(p, *sizes))
-    return FitResult(
-        Theta1, Theta2, history, done, seconds, f"{describe_device(device)}, {backend}"
-    )
+    device_name = f"{describe_device(device)}, {backend}"
+    return FitResult(Theta1, Theta2, curve.records, done, seconds, device_name)
 
 
 def classic_baselines(data: DigitsSplit) -> dict:

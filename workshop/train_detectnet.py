@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     pre = preprocessing_meta()
     meta = {
         "kind": "detector",
-        "classes": classes,
-        "coco_category_ids": train.cat_ids,
+        **train.meta(),  # classes and their COCO category ids
         **{k: pre[k] for k in ("mean", "std", "input_scale", "color")},
         **DetectNet.grid.to_meta(),
         "max_side": MAX_SIDE,

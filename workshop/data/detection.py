@@ -142,6 +142,7 @@ class CocoDetection:
         return subset_coco(self.coco, [s.image_id for s in samples], self.cat_ids)
 
     def meta(self) -> dict:
+        """The classes and their COCO ids, in the checkpoint-meta vocabulary."""
         return {"classes": self.classes, "coco_category_ids": self.cat_ids}
 
 

@@ -10,6 +10,7 @@ import io
 import zlib
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -145,3 +146,20 @@ def awkward_images() -> dict[str, tuple[str, bytes, str | None]]:
         "tiny": ("tiny.png", encode(rgb.resize((6, 5)), "PNG"), None),
         "huge": ("huge.jpg", encode(huge, "JPEG", quality=80), None),
     }
+
+
+# A trainer asked for CUDA on a machine without it: the same mistake for every trainer.
+CUDA_MISSING = pytest.param(
+    ["--device=cuda"],
+    "CUDA is not available here",
+    marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
+)
+
+
+def assert_stops_with(main, argv: list[str], message: str) -> None:
+    """``main(argv)`` ends with one line, ``error: ...`` naming ``message``: no traceback
+    (Python prints the SystemExit's text and exits with status 1)."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert isinstance(stop.value.code, str) and stop.value.code.startswith("error: ")
+    assert message in stop.value.code

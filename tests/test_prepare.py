@@ -312,3 +312,29 @@ def test_mnist_becomes_the_course_layout():
     assert X.shape == (5, 400) and X.min() >= 0 and X.max() <= 1
     np.testing.assert_allclose(from_course_layout(X), images[:, 4:24, 4:24] / 255.0)
     assert y.tolist() == [0, 1, 2, 3, 9]
+
+
+def test_crowd_regions_are_neither_objects_nor_background_in_training(tmp_path):
+    from models.boxes import GRID
+    from workshop.data import detection
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "1.jpg").write_bytes(jpeg(1, (320, 240)))
+    person = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [10, 10, 60, 90]}
+    crowd = {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 1, "bbox": [160, 64, 128, 96]}
+    coco = {
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 320, "height": 240}],
+        "annotations": [person, crowd],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    data = detection.CocoDetection(tmp_path / "annotations.json", categories=["person"])
+    (s,) = data.samples
+    assert s.boxes.tolist() == [[10, 10, 70, 100]] and s.crowd.tolist() == [[160, 64, 288, 160]]
+    still = detection.Augment(scale=(1, 1), flip=0, brightness=0, contrast=0, gain=0)
+    _, t = detection.training_batch(data, [0], (240, 320), still, np.random.default_rng(0))
+    weight = t["weight"][0].numpy()  # (h, w)
+    xs, ys = GRID.cell_centers(*weight.shape)
+    inside = (xs >= 160) & (xs <= 288) & (ys >= 64) & (ys <= 160)
+    assert inside.any() and (weight[inside] == 0).all() and (weight[~inside] == 1).all()
+    assert t["coverage"][0].sum() > 0  # the person is still a target

@@ -6,8 +6,12 @@ The session fixtures in conftest.py build the models once (``make_checkpoints`` 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
+import threading
 import zlib
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import torch
@@ -145,3 +149,20 @@ def awkward_images() -> dict[str, tuple[str, bytes, str | None]]:
         "tiny": ("tiny.png", encode(rgb.resize((6, 5)), "PNG"), None),
         "huge": ("huge.jpg", encode(huge, "JPEG", quality=80), None),
     }
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(folder):
+    """Serve ``folder`` over HTTP on 127.0.0.1 while the block runs; yields the base url."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=folder))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import io
 import json
@@ -53,9 +54,9 @@ def make(*args, env=None, timeout=600):
     return run
 
 
-@pytest.mark.slow
-def test_petimages_are_prepared_then_trained_on(served, tmp_path):
-    folder, url = served
+def pets_archive(folder: Path, url: str) -> str:
+    """A small kagglecatsanddogs_5340.zip (8 + 8 photos and the real one's oddities) under
+    ``folder``; its url."""
     members = {
         f"PetImages/{c}/{i}.jpg": jpeg(i + 10 * k)
         for k, c in enumerate(("Cat", "Dog"))
@@ -69,13 +70,20 @@ def test_petimages_are_prepared_then_trained_on(served, tmp_path):
         for name, data in members.items():
             zf.writestr(name, data)
     (folder / "kagglecatsanddogs_5340.zip").write_bytes(buf.getvalue())
+    return f"{url}/kagglecatsanddogs_5340.zip"
+
+
+@pytest.mark.slow
+def test_petimages_are_prepared_then_trained_on(served, tmp_path):
+    folder, url = served
+    pets = pets_archive(folder, url)
     coco = coco_archive(folder, url)  # its val2017 has two photos of a person only
     data = tmp_path / "data"
     run = make(
         "data",
         "DATASET=cats-dogs",
         f"DATA_DIR={data}",
-        f"ARGS=--url={url}/kagglecatsanddogs_5340.zip --background_from={coco}",
+        f"ARGS=--url={pets} --background_from={coco}",
     )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((data / "cats-dogs" / "report.json").read_text())
@@ -379,3 +387,33 @@ def test_crowd_regions_are_neither_objects_nor_background_in_training(tmp_path):
     inside = (xs >= 160) & (xs <= 288) & (ys >= 64) & (ys <= 160)
     assert inside.any() and (weight[inside] == 0).all() and (weight[~inside] == 1).all()
     assert t["coverage"][0].sum() > 0  # the person is still a target
+
+
+def prepared_files(root: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of every prepared image under root."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.jpg"))
+    }
+
+
+def test_the_two_and_three_class_labs_are_each_reproducible(served, tmp_path):
+    folder, url = served
+    pets, coco = pets_archive(folder, url), coco_archive(folder, url)
+    common = [f"--url={pets}", f"--background_from={coco}", "--retries=0"]
+    two = {}
+    for run in ("a", "b"):
+        data = tmp_path / run
+        assert prepare("cats-dogs", f"--data_dir={data}", "--background=false", *common)[0] == 0
+        report = json.loads((data / "cats-dogs" / "report.json").read_text())
+        assert report["classes"] == ["cat", "dog"] and "background" not in report
+        two[run] = prepared_files(data / "cats-dogs")
+    assert two["a"] == two["b"] and len(two["a"]) == 16
+    assert not (tmp_path / "a" / "downloads" / "annotations_trainval2017.zip").exists()
+    three = {}
+    for run in ("a", "b"):  # a: the two-class folder is rebuilt with the third class
+        data = tmp_path / run
+        assert prepare("cats-dogs", f"--data_dir={data}", *common)[0] == 0
+        three[run] = prepared_files(data / "cats-dogs")
+    assert three["a"] == three["b"] and len(three["a"]) == 16 + 8
+    assert {k: v for k, v in three["a"].items() if "/background/" not in k} == two["a"]

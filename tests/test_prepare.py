@@ -88,7 +88,7 @@ def test_petimages_are_prepared_then_trained_on(served, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((data / "cats-dogs" / "report.json").read_text())
     assert report["skipped"] == {"corrupt": 1, "zero bytes": 1, "not an image file": 1}
-    assert report["classes"] == ["cat", "dog", "background"]
+    assert report["classes"] == ["background", "cat", "dog"]
     pets = [report["counts"][c] for c in ("cat", "dog")]
     assert sum(c["train"] + c["val"] for c in pets) == 16
     # as many crops as the smaller class has photos (8), 4 from each photo without cat or dog

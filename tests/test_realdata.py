@@ -152,7 +152,7 @@ def test_real_photos_are_prepared_and_trained_on(sample, tmp_path):
             "--retries=0",
         )
         assert pets["skipped"] == oddities
-        assert pets["classes"] == ["cat", "dog", "background"]
+        assert pets["classes"] == ["background", "cat", "dog"]
         for name in ("cat", "dog"):
             assert sum(pets["counts"][name].values()) == PETS
         background = pets["background"]

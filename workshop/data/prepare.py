@@ -124,7 +124,7 @@ def prepare_cats_dogs(data_dir: Path, url: str, retries: int = 4, background: bo
     if background:
         crops = min(c["train"] + c["val"] for c in counts.values())
         report["background"] = gather_background(data_dir, background_from, crops, tmp, retries)
-        report["classes"].append(bg.BACKGROUND)
+        report["classes"] = sorted([*report["classes"], bg.BACKGROUND])  # the folders' order
         counts[bg.BACKGROUND] = report["background"].pop("counts")
     report_path = tmp / "report.json"
     report_path.write_text(json.dumps(report, indent=2) + "\n")

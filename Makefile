@@ -10,8 +10,10 @@ LAB_PORT ?= 8888
 APP_PORT ?= 8501
 # Real data (online): make data DATASET=cats-dogs|coco|mnist [CATEGORIES=cat,dog], then the
 # same DATASET (and CATEGORIES) for the trainers. ARGS passes any other trainer option.
+# cats-dogs adds a "background" class from COCO photos; BACKGROUND=0 keeps DIGITS' two classes.
 DATASET ?=
 CATEGORIES ?=
+BACKGROUND ?=
 DATA_DIR ?= data
 ARGS ?=
 TRAIN_DATA = $(if $(DATASET),--dataset=$(DATASET)) --data_dir=$(DATA_DIR)
@@ -85,7 +87,8 @@ notebooks: setup
 
 data: setup
 	@test -n "$(DATASET)" || { echo "usage: make data DATASET=cats-dogs|coco|mnist [CATEGORIES=cat,dog]"; exit 2; }
-	$(PY) -m workshop.data.prepare $(DATASET) --data_dir=$(DATA_DIR) $(if $(CATEGORIES),--categories=$(CATEGORIES)) $(ARGS)
+	$(PY) -m workshop.data.prepare $(DATASET) --data_dir=$(DATA_DIR) $(if $(CATEGORIES),--categories=$(CATEGORIES)) \
+	  $(if $(filter 0 false,$(BACKGROUND)),--background=false) $(ARGS)
 
 train-mlp: setup
 	$(PY) -m workshop.train_mlp $(TRAIN_DATA) $(ARGS)

@@ -110,6 +110,15 @@ def test_pet_images_skip_and_count_broken_files(tmp_path):
     assert len(train.samples) + len(val.samples) == len(folder.samples) and val.samples
 
 
+def test_decoding_finds_the_truncated_jpeg_that_verify_lets_through(tmp_path):
+    make_pet_images(tmp_path / "PetImages")
+    folder = images.pet_images(tmp_path, decode=True)
+    assert folder.skipped == {"zero bytes": 1, "corrupt": 1, "not an image file": 1, "truncated": 1}
+    assert "truncated.jpg" not in {p.name for p, _ in folder.samples}
+    cache = images.cache_images(folder, tmp_path / "cache", "pets")
+    assert len(cache) == 12 and cache.skipped["corrupt"] == 1  # nothing new fails to decode
+
+
 def test_missing_layouts_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="Cat/ and Dog/"):
         images.pet_images(tmp_path)

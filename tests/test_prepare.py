@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import functools
+import hashlib
 import importlib
 import io
 import json
 import os
 import subprocess
-import threading
 import zipfile
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from helpers import serve_folder
 from PIL import Image
 
+from workshop.data import background
 from workshop.data.digits import from_course_layout
 from workshop.data.prepare import main as prepare_main
 from workshop.data.prepare import mnist_to_course
@@ -25,21 +26,13 @@ from workshop.data.prepare import mnist_to_course
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def served(tmp_path):
     """A folder served over HTTP on 127.0.0.1: (folder, base url)."""
     folder = tmp_path / "www"
     folder.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield folder, f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(folder) as url:
+        yield folder, url
 
 
 def jpeg(seed: int, size=(96, 80)) -> bytes:
@@ -61,9 +54,9 @@ def make(*args, env=None, timeout=600):
     return run
 
 
-@pytest.mark.slow
-def test_petimages_are_prepared_then_trained_on(served, tmp_path):
-    folder, url = served
+def pets_archive(folder: Path, url: str) -> str:
+    """A small kagglecatsanddogs_5340.zip (8 + 8 photos and the real one's oddities) under
+    ``folder``; its url."""
     members = {
         f"PetImages/{c}/{i}.jpg": jpeg(i + 10 * k)
         for k, c in enumerate(("Cat", "Dog"))
@@ -77,20 +70,38 @@ def test_petimages_are_prepared_then_trained_on(served, tmp_path):
         for name, data in members.items():
             zf.writestr(name, data)
     (folder / "kagglecatsanddogs_5340.zip").write_bytes(buf.getvalue())
+    return f"{url}/kagglecatsanddogs_5340.zip"
+
+
+@pytest.mark.slow
+def test_petimages_are_prepared_then_trained_on(served, tmp_path):
+    folder, url = served
+    pets = pets_archive(folder, url)
+    coco = coco_archive(folder, url)  # its val2017 has two photos of a person only
     data = tmp_path / "data"
     run = make(
         "data",
         "DATASET=cats-dogs",
         f"DATA_DIR={data}",
-        f"ARGS=--url={url}/kagglecatsanddogs_5340.zip",
+        f"ARGS=--url={pets} --background_from={coco}",
     )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((data / "cats-dogs" / "report.json").read_text())
     assert report["skipped"] == {"corrupt": 1, "zero bytes": 1, "not an image file": 1}
-    assert sum(c["train"] + c["val"] for c in report["counts"].values()) == 16
-    assert sorted(p.name for p in (data / "cats-dogs" / "train").iterdir()) == ["cat", "dog"]
+    assert report["classes"] == ["background", "cat", "dog"]
+    pets = [report["counts"][c] for c in ("cat", "dog")]
+    assert sum(c["train"] + c["val"] for c in pets) == 16
+    # as many crops as the smaller class has photos (8), 4 from each photo without cat or dog
+    assert report["background"]["photos"] == 2
+    bg_files = sorted(p.name for p in (data / "cats-dogs").glob("*/background/*.jpg"))
+    assert bg_files == [f"{i:012d}_{n}.jpg" for i in (20, 23) for n in range(4)]
+    assert sorted(p.name for p in (data / "cats-dogs" / "train").iterdir()) == [
+        "background",
+        "cat",
+        "dog",
+    ]
     checksums = json.loads((data / "downloads" / "checksums.json").read_text())
-    assert len(next(iter(checksums.values()))) == 64  # recorded on first use
+    assert all(len(sha) == 64 for sha in checksums.values())  # recorded on first use
     art = tmp_path / "artifacts"
     run = make(
         "train-alexnet",
@@ -102,6 +113,8 @@ def test_petimages_are_prepared_then_trained_on(served, tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     metrics = json.loads((art / "alexnet" / "metrics.json").read_text())
     assert metrics["dataset"] == "cats-dogs" and metrics["epochs"] == 1
+    meta = torch.load(art / "alexnet" / "checkpoint.pt", weights_only=True)["meta"]
+    assert meta["classes"] == ["background", "cat", "dog"] and meta["background"] is True
 
 
 def coco_split(base_url: str, ids: range, missing: int | None = None) -> tuple[dict, dict]:
@@ -184,7 +197,15 @@ def test_a_coco_subset_is_prepared_then_trained_on(served, tmp_path, python):
     ]
     assert {a["category_id"] for a in train["annotations"]} == {1, 2}
     report = json.loads((data / "coco-cat-dog" / "report.json").read_text())
-    assert report["splits"]["train"] == {"images": 7, "failed": 1, "annotations": 7}
+    assert report["splits"]["train"] == {
+        "images": 7,
+        "failed": 1,
+        "annotations": 7,
+        "skipped": {"not fetched": 1},
+        "converted_to_rgb": {},
+        "crowd_regions": 0,
+        "crowd_only_images": 0,
+    }
     out = tmp_path / "det"
     run = subprocess.run(
         [
@@ -312,3 +333,87 @@ def test_mnist_becomes_the_course_layout():
     assert X.shape == (5, 400) and X.min() >= 0 and X.max() <= 1
     np.testing.assert_allclose(from_course_layout(X), images[:, 4:24, 4:24] / 255.0)
     assert y.tolist() == [0, 1, 2, 3, 9]
+
+
+def test_background_photos_are_those_without_a_cat_or_a_dog():
+    coco, _ = coco_split("http://127.0.0.1:9", range(1, 13))  # cat 17, dog 18, person 1 by i % 3
+    coco["annotations"].append(  # a crowd region of dogs on image 2 rules it out too
+        {"id": 5000, "image_id": 2, "category_id": 18, "iscrowd": 1, "bbox": [0, 0, 9, 9]}
+    )
+    coco["images"].append({"id": 40, "file_name": "empty.jpg", "width": 9, "height": 9})
+    ids = [i["id"] for i in background.images_without(coco)]
+    assert ids == [5, 8, 11, 40]  # persons only (i % 3 == 2), and an image with no annotation
+    assert background.photos_needed(9) == 3 and background.photos_needed(8) == 2
+
+
+def test_background_crops_are_seeded_squares_inside_the_photo():
+    y, x = np.mgrid[0:300, 0:400]
+    pixels = np.stack([x % 256, y % 256, 2 * (x // 256) + y // 256], 2).astype(np.uint8)
+    photo = Image.fromarray(pixels)  # every pixel differs: a crop's corner says where it was
+    first = background.random_crops(photo, 5, np.random.default_rng(3), out=1000)
+    again = background.random_crops(photo, 5, np.random.default_rng(3), out=1000)
+    assert [np.asarray(c).tolist() for c in first] == [np.asarray(c).tolist() for c in again]
+    for crop in first:
+        side = crop.size[0]
+        assert crop.size == (side, side) and 0.3 * 300 - 1 <= side <= 300
+        r, g, b = np.asarray(crop)[0, 0].tolist()
+        x0, y0 = r + 256 * (b // 2), g + 256 * (b % 2)
+        np.testing.assert_array_equal(np.asarray(crop), pixels[y0 : y0 + side, x0 : x0 + side])
+    small = background.random_crops(photo, 3, np.random.default_rng(3))
+    assert all(c.size[0] <= 256 for c in small)  # large crops are saved at the cache's size
+
+
+def test_crowd_regions_are_neither_objects_nor_background_in_training(tmp_path):
+    from models.boxes import GRID
+    from workshop.data import detection
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "1.jpg").write_bytes(jpeg(1, (320, 240)))
+    person = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [10, 10, 60, 90]}
+    crowd = {"id": 2, "image_id": 1, "category_id": 1, "iscrowd": 1, "bbox": [160, 64, 128, 96]}
+    coco = {
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 320, "height": 240}],
+        "annotations": [person, crowd],
+        "categories": [{"id": 1, "name": "person"}],
+    }
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    data = detection.CocoDetection(tmp_path / "annotations.json", categories=["person"])
+    (s,) = data.samples
+    assert s.boxes.tolist() == [[10, 10, 70, 100]] and s.crowd.tolist() == [[160, 64, 288, 160]]
+    still = detection.Augment(scale=(1, 1), flip=0, brightness=0, contrast=0, gain=0)
+    _, t = detection.training_batch(data, [0], (240, 320), still, np.random.default_rng(0))
+    weight = t["weight"][0].numpy()  # (h, w)
+    xs, ys = GRID.cell_centers(*weight.shape)
+    inside = (xs >= 160) & (xs <= 288) & (ys >= 64) & (ys <= 160)
+    assert inside.any() and (weight[inside] == 0).all() and (weight[~inside] == 1).all()
+    assert t["coverage"][0].sum() > 0  # the person is still a target
+
+
+def prepared_files(root: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of every prepared image under root."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.jpg"))
+    }
+
+
+def test_the_two_and_three_class_labs_are_each_reproducible(served, tmp_path):
+    folder, url = served
+    pets, coco = pets_archive(folder, url), coco_archive(folder, url)
+    common = [f"--url={pets}", f"--background_from={coco}", "--retries=0"]
+    two = {}
+    for run in ("a", "b"):
+        data = tmp_path / run
+        assert prepare("cats-dogs", f"--data_dir={data}", "--background=false", *common)[0] == 0
+        report = json.loads((data / "cats-dogs" / "report.json").read_text())
+        assert report["classes"] == ["cat", "dog"] and "background" not in report
+        two[run] = prepared_files(data / "cats-dogs")
+    assert two["a"] == two["b"] and len(two["a"]) == 16
+    assert not (tmp_path / "a" / "downloads" / "annotations_trainval2017.zip").exists()
+    three = {}
+    for run in ("a", "b"):  # a: the two-class folder is rebuilt with the third class
+        data = tmp_path / run
+        assert prepare("cats-dogs", f"--data_dir={data}", *common)[0] == 0
+        three[run] = prepared_files(data / "cats-dogs")
+    assert three["a"] == three["b"] and len(three["a"]) == 16 + 8
+    assert {k: v for k, v in three["a"].items() if "/background/" not in k} == two["a"]

@@ -148,7 +148,9 @@ def scene_batches(train, val, cfg: DetectNetConfig, run: engine.Run):
         x, factor = detection.inference_image(val.image(k))
         s = val.samples[k]
         grid = (grid_size(x.shape[2]), grid_size(x.shape[3]))
-        t = encode_targets(s.boxes / factor, s.labels, grid, len(train.classes))
+        t = encode_targets(
+            s.boxes / factor, s.labels, grid, len(train.classes), ignore=s.crowd / factor
+        )
         return x.to(device), {k: torch.from_numpy(v)[None].to(device) for k, v in t.items()}
 
     return for_epoch, val_batch

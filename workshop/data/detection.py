@@ -2,8 +2,10 @@
 
 Any COCO JSON is read through pycocotools. A category subset (by name) keeps
 only those annotations, and category ids are remapped to labels 0..C-1 in the
-order of the COCO ids, so ``classes[label]`` is the name. Crowd annotations
-are dropped.
+order of the COCO ids, so ``classes[label]`` is the name. Crowd regions
+(``iscrowd``: many objects under one box, common in real COCO) are not targets:
+training ignores their cells, neither object nor background, as pycocotools'
+scoring ignores detections inside them.
 
 Images of any size: training takes fixed-size crops (``crop_hw``, 384x512 by
 default) of each image after a random rescale; where the rescaled image is
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +33,8 @@ import torch.nn.functional as F
 
 from models.boxes import encode_targets, grid_size
 from models.imageio import MAX_SIDE
-from workshop.data.images import MEAN, STD, BadImage, normalize, open_rgb
 from workshop.data.coco import load_coco, subset_coco
+from workshop.data.images import MEAN, STD, BadImage, normalize, open_rgb
 
 MIN_VISIBLE = 0.6  # share of a cut object that must remain to stay a target
 PRELOAD_BYTES = 1.5e9  # decode every image up front when they fit in this much memory
@@ -46,6 +48,7 @@ class Sample:
     height: int
     boxes: np.ndarray  # (n, 4) x0, y0, x1, y1 in pixels
     labels: np.ndarray  # (n,) 0..C-1
+    crowd: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # (m, 4)
 
 
 class CocoDetection:
@@ -65,29 +68,33 @@ class CocoDetection:
         if categories:
             unknown = sorted(set(categories) - set(names))
             if unknown:
-                raise ValueError(f"categories {unknown} are not in {self.annotations}; it has {names}")
+                raise ValueError(
+                    f"categories {unknown} are not in {self.annotations}; it has {names}"
+                )
             cats = [c for c in cats if c["name"] in categories]
         self.classes = [c["name"] for c in cats]
         self.cat_ids = [c["id"] for c in cats]  # label -> COCO category id
         label_of = {cid: k for k, cid in enumerate(self.cat_ids)}
         self.samples: list[Sample] = []
         for info in self.coco.loadImgs(sorted(self.coco.getImgIds())):
-            anns = [
+            ours = [
                 a
                 for a in self.coco.loadAnns(self.coco.getAnnIds(imgIds=[info["id"]]))
-                if a["category_id"] in label_of and not a.get("iscrowd", 0)
+                if a["category_id"] in label_of
             ]
+            anns = [a for a in ours if not a.get("iscrowd", 0)]
             if categories and not anns:
                 continue  # a subset keeps only the images that show it
-            boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)])
+            crowd = [a["bbox"] for a in ours if a.get("iscrowd", 0)]
             self.samples.append(
                 Sample(
                     info["id"],
                     self.images_dir / info["file_name"],
                     int(info["width"]),
                     int(info["height"]),
-                    boxes.reshape(-1, 4).astype(np.float32),
+                    _corners([a["bbox"] for a in anns]),
                     np.array([label_of[a["category_id"]] for a in anns], np.int64),
+                    _corners(crowd),
                 )
             )
         if not self.samples:
@@ -144,6 +151,12 @@ class CocoDetection:
     def meta(self) -> dict:
         """The classes and their COCO ids, in the checkpoint-meta vocabulary."""
         return {"classes": self.classes, "coco_category_ids": self.cat_ids}
+
+
+def _corners(xywh: list) -> np.ndarray:
+    """COCO boxes (x, y, w, h) -> (n, 4) float32 x0, y0, x1, y1."""
+    b = np.array(xywh, np.float32).reshape(-1, 4)  # (n, 4)
+    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], 1)
 
 
 # ---------------------------------------------------------------------- augmentation
@@ -227,6 +240,9 @@ def training_batch(data: CocoDetection, indices, crop_hw, aug: Augment, rng: np.
         if flip:
             crops[m] = crops[m].flip(-1)
         boxes, kept, ignored = transform_boxes(s.boxes, affine, crop_hw, flip)
+        if len(s.crowd):  # every visible part of a crowd region is ignored
+            crowd_kept, _, crowd_cut = transform_boxes(s.crowd, affine, crop_hw, flip)
+            ignored = np.concatenate([ignored, crowd_kept, crowd_cut])
         t = encode_targets(boxes, s.labels[kept], (gh, gw), len(data.classes), ignore=ignored)
         for key in targets:
             targets[key].append(torch.from_numpy(t[key]))

@@ -47,11 +47,13 @@ class ImageFolder:
         return f"ImageFolder({self.root}: {counts}{skipped})"
 
     @classmethod
-    def scan(cls, root, classes: list[str] | None = None, folders: list[str] | None = None):
+    def scan(cls, root, classes: list[str] | None = None, folders: list[str] | None = None,
+             decode: bool = False):
         """Index root/<folder>/*; check each file's header so corrupt files are skipped early.
 
         ``folders`` name the subfolders (default: every subfolder, sorted) and
-        ``classes`` their class names (default: the folder names).
+        ``classes`` their class names (default: the folder names). ``decode`` also
+        decodes each file (at 1/8 size for JPEGs), which finds truncated files.
         """
         root = Path(root)
         if not root.is_dir():
@@ -63,7 +65,7 @@ class ImageFolder:
         samples, skipped = [], Counter()
         for label, folder in enumerate(folders):
             for path in sorted((root / folder).iterdir()):
-                reason = _check_file(path)
+                reason = _check_file(path, decode)
                 if reason:
                     skipped[reason] += 1
                 else:
@@ -73,8 +75,12 @@ class ImageFolder:
         return cls(root, classes, samples, skipped)
 
 
-def _check_file(path: Path) -> str | None:
-    """Why a file cannot be a sample (None if it looks fine)."""
+def _check_file(path: Path, decode: bool = False) -> str | None:
+    """Why a file cannot be a sample (None if it looks fine).
+
+    A JPEG cut short passes ``verify()``, which reads only the headers, and fails
+    when it is decoded: only ``decode`` finds it ("truncated").
+    """
     if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS:
         return "not an image file"
     if path.stat().st_size == 0:
@@ -84,17 +90,24 @@ def _check_file(path: Path) -> str | None:
             img.verify()
     except Exception:
         return "corrupt"
+    if decode:
+        try:
+            with Image.open(path) as img:
+                img.draft("RGB", (img.width // 8 or 1, img.height // 8 or 1))  # the DCT's 1/8
+                img.load()
+        except Exception as err:
+            return "truncated" if "truncated" in str(err) else "corrupt"
     return None
 
 
-def pet_images(root) -> ImageFolder:
+def pet_images(root, decode: bool = False) -> ImageFolder:
     """The Microsoft/Kaggle PetImages layout: root/Cat, root/Dog (or root/PetImages/...)."""
     root = Path(root)
     if (root / "PetImages").is_dir():
         root = root / "PetImages"
     if not ((root / "Cat").is_dir() and (root / "Dog").is_dir()):
         raise ValueError(f"{root}: expected the PetImages folders Cat/ and Dog/")
-    return ImageFolder.scan(root, classes=["cat", "dog"], folders=["Cat", "Dog"])
+    return ImageFolder.scan(root, classes=["cat", "dog"], folders=["Cat", "Dog"], decode=decode)
 
 
 # ------------------------------------------------------------------------ the cache

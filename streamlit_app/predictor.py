@@ -28,10 +28,11 @@ is the model's "none of the others". The rule (``VERDICT_THRESHOLD`` = 0.5):
   its best such cell, its region the windows of all such cells, and in words
   the third of the image its cells' centroid lies in ("all over the image"
   when it wins more than half of the cells). With a background class, no
-  object class seen is "none of my classes". Without one, the model is said to
-  know only its classes (it cannot answer "neither"), and no class above the
-  threshold is "not sure". (With two classes and no background, one class is
-  always at 0.5 or more: only the caveat keeps such a model honest.)
+  object class seen is "none of my classes" ("background wins" added when it
+  wins the most cells). Without one, the model is said to know only its
+  classes (it cannot answer "neither"), and no class above the threshold is
+  "not sure". (With two classes and no background, one class is always at 0.5
+  or more: only the caveat keeps such a model honest.)
 - detector: the classes of the clustered boxes above the coverage threshold;
   none is "no detections above the threshold".
 - MLP: the best digit if its output is above the threshold, else "not sure";
@@ -484,12 +485,10 @@ def _heatmap_verdict(p: Predictor, out: Output, kw: dict) -> dict:
     seen.sort(key=lambda s: -s["score"])
     found = _listed([f"{s['class']} ({s['score']:.2f}, {s['where']})" for s in seen])
     if p.background:
-        text = (
-            f"I see {found}"
-            if seen
-            else f"none of my classes: {p.background} wins "
-            f"(no {_either(p.object_classes)} above {threshold:g})"
-        )
+        shares = np.bincount(winner.ravel(), minlength=len(p.classes))  # cells each class wins
+        wins = f"{p.background} wins, " if shares.argmax() == p.classes.index(p.background) else ""
+        none = f"none of my classes: {wins}no {_either(p.object_classes)} above {threshold:g}"
+        text = f"I see {found}" if seen else none
     else:
         answer = found if seen else f"not sure: none of {_listed(p.classes)} above {threshold:g}"
         text = f"{answer} · {_heatmap_scope(p)}"

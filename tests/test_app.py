@@ -234,7 +234,7 @@ def test_the_card_and_the_result_say_what_the_model_knows(monkeypatch, known):
     assert "trained on pets-test (real data)" in sidebar and "val accuracy 0.900" in sidebar
     assert "pets knows cat, dog + background (none of these)" in texts(at.caption)
     verdict = [m.value for m in at.markdown if "none of my classes" in m.value]
-    assert verdict == ["**none of my classes: background wins (no cat or dog above 0.5)**"]
+    assert verdict == ["**none of my classes: background wins, no cat or dog above 0.5**"]
     assert at.selectbox(key="pets-class").value == "cat"  # an object class, not background
 
 

@@ -321,9 +321,14 @@ def test_background_winning_everywhere_is_none_of_my_classes(models):
     verdict = p.verdict(fcn_output(probs))
     assert verdict["seen"] == []
     assert verdict["text"] == (
-        "none of my classes: background wins (no star, ring or cross above 0.5)"
+        "none of my classes: background wins, no star, ring or cross above 0.5"
     )
     assert "above 0.5" in verdict["rule"]
+    # an unsure map (ring wins most cells, at 0.3): still none, but background does not win
+    probs[:] = np.array([0.2, 0.3, 0.2, 0.3 - 1e-3])[:, None, None]
+    verdict = p.verdict(fcn_output(probs))
+    assert verdict["seen"] == []
+    assert verdict["text"] == "none of my classes: no star, ring or cross above 0.5"
 
 
 def test_an_object_class_winning_a_region_is_named_with_its_region(models):

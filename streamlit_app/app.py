@@ -78,19 +78,37 @@ def model_label(path: Path, predictor: Predictor) -> str:
     return f"{path.parent.name} ({predictor.kind})"
 
 
+def knows(card: dict) -> str:
+    """The card's classes, the background class marked as the model's "none of these"."""
+    named = ", ".join(card["classes"])
+    return f"{named} + {card['background']} (none of these)" if card["background"] else named
+
+
+def trained_on(card: dict) -> str:
+    data = {True: "synthetic data", False: "real data"}.get(card["synthetic"], "data not recorded")
+    return f"trained on {card['trained_on'] or '?'} ({data})"
+
+
 def model_card(path: Path, p: Predictor) -> None:
-    trained = p.meta.get("trained_on", {})
-    badge = "synthetic data" if trained.get("synthetic") else "real data"
-    st.markdown(f"**{path.parent.name}** · `{p.kind}` · {badge}")
-    st.caption(f"trained on {trained.get('dataset', '?')}; classes: {', '.join(p.classes)}")
-    metrics = {k: v for k, v in (p.meta.get("metrics") or {}).items() if isinstance(v, int | float)}
-    if metrics:
-        st.caption(" · ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    card = p.card()
+    st.markdown(f"**{path.parent.name}** · `{p.kind}`")
+    st.caption(f"classes: {knows(card)}")
+    st.caption(trained_on(card))
+    if card["metrics"]:
+        st.caption(" · ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in card["metrics"].items()))
+    if not card["background"]:  # a background class says it already: no need to warn
+        st.caption(card["scope"])
+
+
+def show_verdict(verdict: dict, where=st) -> None:
+    where.markdown(f"**{verdict['text']}**", help=f"Rule: {verdict['rule']}")
 
 
 @st.fragment
 def show_fcn(p: Predictor, out: Output, key: str) -> None:
     top = p.top_classes(out, k=len(p.classes))
+    verdict = p.verdict(out)
+    show_verdict(verdict)
     left, right = st.columns([3, 1])
     with right:
         st.markdown("**Top classes** (peak over the image)")
@@ -101,7 +119,8 @@ def show_fcn(p: Predictor, out: Output, key: str) -> None:
             },
             hide_index=True,
         )
-        default = next((t["class"] for t in top if t["class"] != "background"), top[0]["class"])
+        objects = [t["class"] for t in top if t["class"] in p.object_classes]
+        default = ([s["class"] for s in verdict["seen"]] + objects + [top[0]["class"]])[0]
         cls = st.selectbox("Class", p.classes, index=p.classes.index(default), key=f"{key}-class")
         opacity = st.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key=f"{key}-opacity")
     reduce = p.preview_reduction(out)
@@ -124,6 +143,7 @@ def show_fcn(p: Predictor, out: Output, key: str) -> None:
 
 @st.fragment
 def show_detector(p: Predictor, out: Output, key: str) -> None:
+    verdict_slot = st.empty()  # filled once the sliders have chosen the boxes
     left, right = st.columns([3, 1])
     with right:
         threshold = st.slider(
@@ -146,6 +166,7 @@ def show_detector(p: Predictor, out: Output, key: str) -> None:
     with model_gate():
         dets = p.detections(out, threshold=threshold, iou=iou, classes=shown)
         picture = jpeg_bytes(p.draw(out, dets, reduce=p.preview_reduction(out)))
+    show_verdict(p.verdict(out, threshold=threshold, detections=dets), verdict_slot)
     with left:
         st.image(
             picture,
@@ -181,6 +202,7 @@ def show_detector(p: Predictor, out: Output, key: str) -> None:
 @st.fragment
 def show_mlp(p: Predictor, out: Output, key: str) -> None:
     probs = out.maps["probabilities"]
+    show_verdict(p.verdict(out))
     left, right = st.columns([1, 2])
     with left:
         best = int(np.argmax(probs))
@@ -290,6 +312,8 @@ def main() -> None:
             else (f", shown at {out.image.shape[1]}x{out.image.shape[0]}")
         )
         st.caption(f"{name}: {w}x{h}{note} · {1e3 * out.seconds:.0f} ms on {p.provider}")
+        card = p.card()
+        st.caption(f"{path.parent.name} knows {knows(card)}; {trained_on(card)}")
         SHOW[p.kind](p, out, key=path.parent.name)
 
 

@@ -3,7 +3,8 @@
 Runs one exported model on one image with onnxruntime and prints JSON: the top
 classes; for the FCN the heatmap's geometry and each class's peak; for the
 detector the boxes in COCO result format (in the image's own pixels); for the
-MLP the digit. Needs no torch.
+MLP the digit; for every model the verdict (what the image shows in the
+model's terms, "none of my classes" included). Needs no torch.
 """
 
 from __future__ import annotations

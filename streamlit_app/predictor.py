@@ -9,6 +9,8 @@ two so that the app can cache the expensive half:
     p.top_classes(out)              # cheap post-processing, rerun on every slider move
     p.heatmap(out, "ring", opacity=0.6)
     p.detections(out, threshold=0.5, iou=0.4)
+    p.verdict(out)                  # what the image shows, in the model's own terms
+    p.card()                        # what the model knows: classes, training data, metrics
 
 Preprocessing follows the metadata. Images: EXIF orientation applied, any mode
 converted to RGB, decompression bombs refused, the long side capped at
@@ -16,6 +18,25 @@ converted to RGB, decompression bombs refused, the long side capped at
 the downscaled image, whose size is reported), and images smaller than the
 network's minimum padded with the mean colour. Digits (the MLP): grayscale,
 ink made bright, cropped to the ink, fitted in 20x20 like the training digits.
+
+The verdict says what the model can honestly say about an image, and what it
+cannot. A class named exactly ``background`` (``models.synthetic.BACKGROUND``)
+is the model's "none of the others". The rule (``VERDICT_THRESHOLD`` = 0.5):
+
+- FCN: an object class is *seen* where it wins a cell (the largest probability
+  of the cell's window) with a probability above the threshold; its place is
+  its best such cell, its region the windows of all such cells, and in words
+  the third of the image its cells' centroid lies in ("all over the image"
+  when it wins more than half of the cells). With a background class, no
+  object class seen is "none of my classes" ("background wins" added when it
+  wins the most cells). Without one, the model is said to know only its
+  classes (it cannot answer "neither"), and no class above the threshold is
+  "not sure". (With two classes and no background, one class is always at 0.5
+  or more: only the caveat keeps such a model honest.)
+- detector: the classes of the clustered boxes above the coverage threshold;
+  none is "no detections above the threshold".
+- MLP: the best digit if its output is above the threshold, else "not sure";
+  the model reads digits only, so any other picture still gets a digit.
 
 What differs between kinds (input, ranking output, grid, summary fields) is one
 entry of ``KINDS`` at the end of this file; cells are placed by the grid read
@@ -39,9 +60,11 @@ from models import boxes as box_ops
 from models import heatmap
 from models.grid import Grid
 from models.imageio import MAX_SIDE, BadImage, cap_side, open_rgb, to_rgb
+from models.synthetic import BACKGROUND
 
 MIN_SIDE = 32  # smaller images are padded to this (the FCN pads 96 more inside its graph)
 PREVIEW_WIDTH = 1280  # wider results are shown at half size (downloads stay full size)
+VERDICT_THRESHOLD = 0.5  # a class is "seen" only above this probability (module docstring)
 
 
 class PredictorError(ValueError):
@@ -125,6 +148,9 @@ class Predictor:
         self.spec: Kind = KINDS[self.kind]
         self.grid: Grid | None = self.spec.grid(self.meta)  # where the map's cells sit
         self.classes: list[str] = list(self.meta["classes"])
+        # the class that stands for "none of the others", when the model was trained with one
+        self.background: str | None = BACKGROUND if BACKGROUND in self.classes else None
+        self.object_classes: list[str] = [c for c in self.classes if c != self.background]
         self.provider: str = self.session.get_providers()[0]
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -302,6 +328,36 @@ class Predictor:
             for d in dets
         ]
 
+    def verdict(self, out: Output, **kw) -> dict:
+        """What the image shows in the model's terms (the rule in the module docstring).
+
+        ``{"seen": [...], "text": "...", "rule": "...", "threshold": t}``: ``seen`` lists
+        the object classes found, best first (the FCN's with the place of its best cell
+        in the served image's pixels and the region its cells' windows cover; the
+        detector's with their number of boxes). Options: ``threshold`` (default
+        ``VERDICT_THRESHOLD``, the detector's own threshold for the detector); the
+        detector also takes ``iou``, ``classes`` or the ``detections`` already made.
+        """
+        return self.spec.verdict(self, out, kw)
+
+    def card(self) -> dict:
+        """What the model knows, for its model card: classes, training data, headline metrics."""
+        trained = self.meta.get("trained_on") or {}
+        metrics = self.meta.get("metrics") or {}
+        return {
+            "kind": self.kind,
+            "classes": self.object_classes,
+            "background": self.background,
+            "trained_on": trained.get("dataset"),  # None: not recorded in the file
+            "synthetic": trained.get("synthetic"),
+            "metrics": {
+                k: v
+                for k, v in metrics.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
+            "scope": self.spec.scope(self),
+        }
+
     def summary(self, source, **kw) -> dict:
         """Everything about one image as JSON-ready values (the CLI's output)."""
         out = self.infer(source)
@@ -316,6 +372,7 @@ class Predictor:
             "top_classes": self.top_classes(out),
         }
         result.update(self.spec.summary(self, out, kw))
+        result["verdict"] = self.verdict(out, **kw)
         return result
 
 
@@ -363,6 +420,126 @@ def _heatmap_summary(p: Predictor, out: Output, kw: dict) -> dict:
     return {"heatmap": {"cells": list(probs.shape[1:]), **p.grid.to_meta(), "peaks": peaks}}
 
 
+def _listed(names: list[str]) -> str:
+    return ", ".join(names)
+
+
+def _either(names: list[str]) -> str:
+    """Names joined for a sentence: a; a or b; a, b or c."""
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _place(x: float, y: float, w: int, h: int) -> str:
+    """Where (x, y) lies in a w x h image, in words: "top left", "centre", "bottom", ..."""
+    row = ("top", "middle", "bottom")[min(max(int(3 * y / h), 0), 2)]
+    col = ("left", "centre", "right")[min(max(int(3 * x / w), 0), 2)]
+    if row == "middle":
+        return col
+    return row if col == "centre" else f"{row} {col}"
+
+
+def _threshold(kw: dict, default: float = VERDICT_THRESHOLD) -> float:
+    return default if kw.get("threshold") is None else float(kw["threshold"])
+
+
+def _heatmap_scope(p: Predictor) -> str:
+    if p.background:
+        return f"knows {_listed(p.object_classes)}; anything else is {p.background}"
+    neither = "neither" if len(p.classes) == 2 else "none of them"
+    return f"this model knows only {_listed(p.classes)}: it cannot say '{neither}'"
+
+
+def _heatmap_verdict(p: Predictor, out: Output, kw: dict) -> dict:
+    """Each object class that wins a cell above the threshold, with where (module docstring)."""
+    threshold = _threshold(kw)
+    probs = out.maps["probabilities"]  # (C, h, w)
+    winner = probs.argmax(0)  # (h, w): the class of each cell's window
+    centres_x, centres_y = p.grid.cell_centers(*probs.shape[1:])
+    h, w = out.image.shape[:2]
+    seen = []
+    for name in p.object_classes:
+        c = p.classes.index(name)
+        cells = (winner == c) & (probs[c] > threshold)
+        if not cells.any():
+            continue
+        i, j = np.unravel_index(int(np.where(cells, probs[c], -1).argmax()), cells.shape)
+        rows, cols = np.nonzero(cells)
+        x0, y0, _, _ = p.grid.window_box(int(rows.min()), int(cols.min()))
+        _, _, x1, y1 = p.grid.window_box(int(rows.max()), int(cols.max()))
+        x, y = float(centres_x[i, j]), float(centres_y[i, j])
+        # in words: all over when it wins most cells, else where its cells' centroid lies
+        weight = np.where(cells, probs[c], 0)
+        cx, cy = (float((v * weight).sum() / weight.sum()) for v in (centres_x, centres_y))
+        where = "all over the image" if cells.mean() > 0.5 else _place(cx, cy, w, h)
+        seen.append(
+            {
+                "class": name,
+                "score": float(probs[c, i, j]),
+                "x": x,
+                "y": y,
+                "where": where,
+                "cells": int(cells.sum()),
+                "box": [max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)],  # clipped to the image
+            }
+        )
+    seen.sort(key=lambda s: -s["score"])
+    found = _listed([f"{s['class']} ({s['score']:.2f}, {s['where']})" for s in seen])
+    if p.background:
+        shares = np.bincount(winner.ravel(), minlength=len(p.classes))  # cells each class wins
+        wins = f"{p.background} wins, " if shares.argmax() == p.classes.index(p.background) else ""
+        none = f"none of my classes: {wins}no {_either(p.object_classes)} above {threshold:g}"
+        text = f"I see {found}" if seen else none
+    else:
+        answer = found if seen else f"not sure: none of {_listed(p.classes)} above {threshold:g}"
+        text = f"{answer} · {_heatmap_scope(p)}"
+    rule = f"a class is seen where it wins a cell with a probability above {threshold:g}" + (
+        f"; no class seen: {p.background}" if p.background else ""
+    )
+    return {"seen": seen, "text": text, "rule": rule, "threshold": threshold}
+
+
+def _detections_scope(p: Predictor) -> str:
+    return f"looks for {_listed(p.classes)} only; anything else gets no box"
+
+
+def _detections_verdict(p: Predictor, out: Output, kw: dict) -> dict:
+    threshold = _threshold(kw, p.meta.get("threshold", 0.5))
+    dets = kw.get("detections")
+    if dets is None:
+        dets = p.detections(out, threshold=threshold, iou=kw.get("iou"), classes=kw.get("classes"))
+    seen: dict[str, dict] = {}  # class -> its number of boxes and best score, best first
+    for d in dets:
+        s = seen.setdefault(d["class"], {"class": d["class"], "score": d["score"], "count": 0})
+        s["count"] += 1
+    if seen:
+        counted = [f"{s['count']} {s['class']}" for s in seen.values()]
+        text = f"found {_listed(counted)} above {threshold:g}"
+    else:
+        text = f"no detections above {threshold:g}: none of {_listed(p.classes)} found"
+    rule = f"a box is kept where a class's coverage is above {threshold:g}, clustered"
+    return {"seen": list(seen.values()), "text": text, "rule": rule, "threshold": threshold}
+
+
+def _digit_scope(p: Predictor) -> str:
+    return "this model reads handwritten digits only: any other picture is read as a digit too"
+
+
+def _digit_verdict(p: Predictor, out: Output, kw: dict) -> dict:
+    threshold = _threshold(kw)
+    probs = out.maps["probabilities"]
+    best = int(np.argmax(probs))
+    sure = probs[best] > threshold
+    seen = [{"class": p.classes[best], "score": float(probs[best])}] if sure else []
+    answer = (
+        f"reads {seen[0]['class']} ({seen[0]['score']:.2f})"
+        if seen
+        else f"not sure: no digit above {threshold:g}"
+    )
+    rule = f"the best digit if its output is above {threshold:g}"
+    text = f"{answer} · {_digit_scope(p)}"
+    return {"seen": seen, "text": text, "rule": rule, "threshold": threshold}
+
+
 def _detections_summary(p: Predictor, out: Output, kw: dict) -> dict:
     dets = p.detections(out, threshold=kw.get("threshold"), iou=kw.get("iou"))
     return {"detections": p.coco_results(out, dets)}
@@ -376,19 +553,35 @@ class Kind:
     scores: str  # the output whose per-class peak ranks the classes
     grid: Callable  # metadata -> the map's Grid (None: no map)
     summary: Callable  # (predictor, output, options) -> the kind's fields of summary()
+    verdict: Callable  # (predictor, output, options) -> what the image shows (Predictor.verdict)
+    scope: Callable  # predictor -> what the model can answer, one sentence for people
     draws_cells: bool = False  # previews draw the grid's cells (so they must divide it)
 
 
 KINDS: dict[str, Kind] = {
-    "mlp": Kind(feed=_digit_feed, scores="probabilities", grid=_no_grid, summary=_digit_summary),
+    "mlp": Kind(
+        feed=_digit_feed,
+        scores="probabilities",
+        grid=_no_grid,
+        summary=_digit_summary,
+        verdict=_digit_verdict,
+        scope=_digit_scope,
+    ),
     "fcn": Kind(
         feed=_image_feed,
         scores="probabilities",
         grid=Grid.from_meta,
         summary=_heatmap_summary,
+        verdict=_heatmap_verdict,
+        scope=_heatmap_scope,
         draws_cells=True,
     ),
     "detector": Kind(
-        feed=_image_feed, scores="coverage", grid=_detector_grid, summary=_detections_summary
+        feed=_image_feed,
+        scores="coverage",
+        grid=_detector_grid,
+        summary=_detections_summary,
+        verdict=_detections_verdict,
+        scope=_detections_scope,
     ),
 }

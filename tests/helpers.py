@@ -12,6 +12,7 @@ import io
 import threading
 import zlib
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,74 @@ def serve_folder(folder):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def make_known_fcn(path, classes: list[str], logits: list[float], dataset: str = "pets-test"):
+    """A tiny FCN whose answer is known: fc8's weights zeroed and its bias ``logits``, so every
+    cell's probabilities are softmax(logits) whatever the image. Saved as the trainer saves
+    (real data, ``background`` flagged when a class has that name); returns the path."""
+    from models.alexnet import PaddedFCN
+
+    torch.manual_seed(0)
+    fcn = AlexNet(num_classes=len(classes), width=0.125).eval().to_fully_convolutional()
+    fc8 = fcn.conv_classifier[-1]
+    with torch.no_grad():
+        fc8.weight.zero_()
+        fc8.bias.copy_(torch.tensor(logits))
+    pre = preprocessing_meta()
+    save_checkpoint(
+        path,
+        fcn,
+        model_name="alexnet_fcn",
+        model_args={"num_classes": len(classes), "width": 0.125},
+        metrics={"val_accuracy": 0.9},
+        meta={
+            "kind": "fcn",
+            "classes": classes,
+            **{k: pre[k] for k in ("mean", "std", "input_scale")},
+            **PaddedFCN.grid.to_meta(),
+            "background": synthetic.BACKGROUND in classes,
+            "trained_on": {"dataset": dataset, "synthetic": False},
+            "metrics": {"val_accuracy": 0.9},
+        },
+    )
+    return path
+
+
+def export_known_fcns(root) -> dict:
+    """``root/pets`` (cat, dog, background; background wins every cell: e^3 / (2 + e^3) =
+    0.909) and ``root/two`` (cat, dog, no background; dog wins: e^2 / (1 + e^2) = 0.881),
+    made with ``make_known_fcn`` and exported; name -> model.onnx."""
+    from exporters.onnx_export import export
+
+    made = {
+        "pets": (["cat", "dog", "background"], [0.0, 0.0, 3.0]),
+        "two": (["cat", "dog"], [0.0, 2.0]),
+    }
+    return {
+        name: export(make_known_fcn(root / name / "checkpoint.pt", classes, logits))
+        for name, (classes, logits) in made.items()
+    }
+
+
+COCO128 = Path("/work/shared/data/realsample/coco128")  # a few real COCO photos, when present
+
+
+def photo_without_cats_or_dogs() -> Path:
+    """A real COCO photo whose annotations hold neither a cat nor a dog (elephants if any);
+    the calling test is skipped where the sample folder is absent."""
+    import json
+
+    import pytest
+
+    if not (COCO128 / "instances.json").is_file():
+        pytest.skip(f"{COCO128} is absent: no real photo of something else to test on")
+    coco = json.loads((COCO128 / "instances.json").read_text())
+    ids = {c["name"]: c["id"] for c in coco["categories"]}
+    found: dict[int, set] = {}
+    for a in coco["annotations"]:
+        found.setdefault(a["image_id"], set()).add(a["category_id"])
+    pets = {ids["cat"], ids["dog"]}
+    others = [im for im in coco["images"] if found.get(im["id"]) and not found[im["id"]] & pets]
+    elephants = [im for im in others if ids.get("elephant") in found[im["id"]]]
+    return COCO128 / "images" / (elephants or others)[0]["file_name"]

@@ -4,7 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import awkward_images, encode, scene_1080p
+from helpers import (
+    awkward_images,
+    encode,
+    export_known_fcns,
+    photo_without_cats_or_dogs,
+    scene_1080p,
+)
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -65,8 +71,9 @@ def test_a_1080p_scene_gets_a_heatmap_and_boxes(monkeypatch, artifacts):
     ]
     # the model cards: classes, training data and metrics from the ONNX metadata
     sidebar = texts(at.sidebar.caption) + texts(at.sidebar.markdown)
-    assert "synthetic data" in sidebar and "val_accuracy 0.500" in sidebar
-    assert "classes: star, ring, cross, background" in sidebar
+    assert "trained on synthetic-test (synthetic data)" in sidebar
+    assert "val accuracy 0.500" in sidebar and "AP 0.100" in sidebar
+    assert "classes: star, ring, cross + background (none of these)" in sidebar
 
 
 def test_sliders_reuse_the_cached_model_outputs(monkeypatch, artifacts):
@@ -139,6 +146,7 @@ def prediction(at: AppTest) -> str:
     no_exception(at)
     assert [s.value for s in at.subheader] == ["Handwritten digit — the ex4 MLP"]
     assert at.metric[0].label == "Prediction"
+    assert "this model reads handwritten digits only" in texts(at.markdown)  # the verdict line
     return at.metric[0].value
 
 
@@ -205,3 +213,52 @@ def test_a_broken_model_file_is_a_warning_not_a_crash(monkeypatch, artifacts, tm
     no_exception(at)
     assert "not a usable ONNX model" in texts(at.warning)
     assert at.multiselect[0].value  # the working model is still offered
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """An artifacts folder with FCNs whose answer is known (helpers.export_known_fcns)."""
+    root = tmp_path_factory.mktemp("known")
+    export_known_fcns(root)
+    return root
+
+
+def test_the_card_and_the_result_say_what_the_model_knows(monkeypatch, known):
+    """A cat/dog/background model on a photo of something else: the card shows its classes
+    and its training data; the result's first line says none of its classes."""
+    photo = photo_without_cats_or_dogs()
+    at = upload(start(monkeypatch, known, "pets"), photo.name, photo.read_bytes(), "image/jpeg")
+    no_exception(at)
+    sidebar = texts(at.sidebar.caption) + texts(at.sidebar.markdown)
+    assert "classes: cat, dog + background (none of these)" in sidebar
+    assert "trained on pets-test (real data)" in sidebar and "val accuracy 0.900" in sidebar
+    assert "pets knows cat, dog + background (none of these)" in texts(at.caption)
+    verdict = [m.value for m in at.markdown if "none of my classes" in m.value]
+    assert verdict == ["**none of my classes: background wins, no cat or dog above 0.5**"]
+    assert at.selectbox(key="pets-class").value == "cat"  # an object class, not background
+
+
+def test_a_model_without_background_says_so_in_the_result(monkeypatch, known):
+    plain = encode(Image.new("RGB", (640, 480), (90, 120, 40)), "JPEG")
+    at = upload(start(monkeypatch, known, "two"), "plain.jpg", plain)
+    no_exception(at)
+    assert "this model knows only cat, dog: it cannot say 'neither'" in texts(at.sidebar.caption)
+    assert (
+        "**dog (0.88, all over the image) · this model knows only cat, dog: it cannot say "
+        "'neither'**" in texts(at.markdown)
+    )
+    assert at.selectbox(key="two-class").value == "dog"  # the class the verdict names
+
+
+def test_every_kind_shows_its_verdict(monkeypatch, artifacts):
+    """The verdict line the predictor gives for an upload is on the page, for each kind."""
+    data = scene_1080p()
+    at = upload(start(monkeypatch, artifacts, "alexnet,detectnet"), "scene.jpg", data)
+    no_exception(at)
+    shown = texts(at.markdown)
+    fcn, det = (
+        Predictor(artifacts / "alexnet" / "model.onnx"),
+        Predictor(artifacts / "detectnet" / "model.onnx"),
+    )
+    assert f"**{fcn.verdict(fcn.infer(data))['text']}**" in shown
+    assert f"**{det.verdict(det.infer(data))['text']}**" in shown

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers import photo_without_cats_or_dogs
 from PIL import Image
 
 from exporters.onnx_export import export
@@ -16,7 +17,7 @@ from models import boxes as box_ops
 from models.boxes import box_iou
 from models.checkpoint import build_model, load_checkpoint
 from models.imageio import BadImage
-from streamlit_app.predictor import MAX_SIDE, Predictor, PredictorError
+from streamlit_app.predictor import MAX_SIDE, Output, Predictor, PredictorError
 
 
 @pytest.fixture(scope="module")
@@ -294,3 +295,142 @@ def test_half_size_previews_match_the_full_size_pictures_shrunk(models):
     top, left = changed[98:103, 60:340].any(0), changed[110:290, 48:53].any(1)
     assert top.mean() > 0.9 and left.mean() > 0.9  # the outline at the halved coordinates
     assert not changed[400:, 400:].any()  # nothing drawn far outside it
+
+
+# ------------------------------------------------------- what a model knows, and says
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """FCNs whose answer is known whatever the image (helpers.export_known_fcns)."""
+    from helpers import export_known_fcns
+
+    return export_known_fcns(tmp_path_factory.mktemp("known"))
+
+
+def fcn_output(probs: np.ndarray, hw=(480, 640)) -> Output:
+    """A constructed FCN output on a blank image of size hw; (C, h, w) probabilities."""
+    return Output(np.zeros((*hw, 3), np.uint8), hw[::-1], {"probabilities": probs}, 0.0)
+
+
+def test_background_winning_everywhere_is_none_of_my_classes(models):
+    p = Predictor(models["alexnet"])  # star, ring, cross, background
+    probs = np.zeros((4, 15, 20), np.float32)
+    probs[:] = np.array([0.1, 0.1, 0.1, 0.7])[:, None, None]
+    probs[1, 4, 4], probs[3, 4, 4] = 0.45, 0.35  # ring wins a cell, but not above 0.5
+    verdict = p.verdict(fcn_output(probs))
+    assert verdict["seen"] == []
+    assert verdict["text"] == (
+        "none of my classes: background wins, no star, ring or cross above 0.5"
+    )
+    assert "above 0.5" in verdict["rule"]
+    # an unsure map (ring wins most cells, at 0.3): still none, but background does not win
+    probs[:] = np.array([0.2, 0.3, 0.2, 0.3 - 1e-3])[:, None, None]
+    verdict = p.verdict(fcn_output(probs))
+    assert verdict["seen"] == []
+    assert verdict["text"] == "none of my classes: no star, ring or cross above 0.5"
+
+
+def test_an_object_class_winning_a_region_is_named_with_its_region(models):
+    """ring wins cells (2..3, 10..11) of a 480x640 image's 15x20 map, best at (2, 10): that
+    cell's window (offset -96, stride 32, window 224) has its centre at
+    (-96 + 32 * 10 + 112, -96 + 32 * 2 + 112) = (336, 80), the top third, centre column;
+    the four windows span x -96 + 320 = 224 to -96 + 352 + 224 = 480, y -32 to 224."""
+    p = Predictor(models["alexnet"])
+    probs = np.zeros((4, 15, 20), np.float32)
+    probs[3] = 0.9  # background everywhere else
+    probs[:, 2:4, 10:12] = np.array([0.05, 0.8, 0.05, 0.1])[:, None, None]
+    probs[1, 2, 10], probs[3, 2, 10] = 0.9, 0.0
+    probs[0, 12, 1], probs[3, 12, 1] = 0.6, 0.3  # a star too, bottom left
+    verdict = p.verdict(fcn_output(probs))
+    ring, star = verdict["seen"]
+    assert ring == {
+        "class": "ring",
+        "score": pytest.approx(0.9),
+        "x": 336.0,
+        "y": 80.0,
+        "where": "top",
+        "cells": 4,
+        "box": [224, 0, 480, 224],
+    }
+    assert (star["class"], star["cells"], star["where"]) == ("star", 1, "bottom left")
+    assert verdict["text"] == "I see ring (0.90, top), star (0.60, bottom left)"
+
+
+def test_a_photo_of_something_else_is_none_of_my_classes(known):
+    """A real model, run on a real photo of neither a cat nor a dog: background wins."""
+    photo = photo_without_cats_or_dogs()
+    p = Predictor(known["pets"])
+    result = p.summary(str(photo))
+    assert p.background == "background" and p.object_classes == ["cat", "dog"]
+    np.testing.assert_allclose(
+        result["heatmap"]["peaks"]["background"]["score"], np.exp(3) / (2 + np.exp(3)), rtol=1e-5
+    )
+    assert result["verdict"]["seen"] == []
+    assert result["verdict"]["text"].startswith("none of my classes: background wins")
+    run = predict_cli(photo, "--model", known["pets"])  # the CLI prints the verdict too
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["verdict"] == result["verdict"]
+
+
+def test_a_model_without_background_says_it_cannot_answer_neither(known):
+    p = Predictor(known["two"])
+    assert p.background is None
+    verdict = p.verdict(p.infer(scene(240, 320)))
+    (dog,) = verdict["seen"]
+    assert dog["class"] == "dog" and dog["score"] == pytest.approx(np.exp(2) / (1 + np.exp(2)))
+    assert dog["where"] == "all over the image" and dog["box"] == [0, 0, 320, 240]
+    assert verdict["text"] == (
+        "dog (0.88, all over the image) · this model knows only cat, dog: it cannot say 'neither'"
+    )
+    unsure = p.verdict(fcn_output(np.full((2, 15, 20), 0.5, np.float32)))
+    assert unsure["seen"] == []
+    assert unsure["text"].startswith("not sure: none of cat, dog above 0.5 · ")
+
+
+def test_the_model_card_says_what_a_model_knows(known, models):
+    assert Predictor(known["pets"]).card() == {
+        "kind": "fcn",
+        "classes": ["cat", "dog"],
+        "background": "background",
+        "trained_on": "pets-test",
+        "synthetic": False,
+        "metrics": {"val_accuracy": 0.9},
+        "scope": "knows cat, dog; anything else is background",
+    }
+    assert Predictor(known["two"]).card()["scope"] == (
+        "this model knows only cat, dog: it cannot say 'neither'"
+    )
+    mlp = Predictor(models["mlp"]).card()
+    assert mlp["trained_on"] == "synthetic-test" and mlp["synthetic"] is True
+    assert "digits only" in mlp["scope"]
+
+
+def test_detector_and_digit_verdicts(models):
+    """The detector names what it boxed above its threshold, or says none; the MLP says it
+    reads digits only, and is not sure when no output is above 0.5."""
+    p = Predictor(models["detectnet"])
+    coverage = np.zeros((3, 20, 40), np.float32)
+    bboxes = np.zeros((4, 20, 40), np.float32)
+    maps = {"coverage": coverage, "bboxes": bboxes}
+    out = Output(np.zeros((320, 640, 3), np.uint8), (640, 320), maps, 0.0)
+    assert p.verdict(out, threshold=0.5) == {
+        "seen": [],
+        "text": "no detections above 0.5: none of star, ring, cross found",
+        "rule": "a box is kept where a class's coverage is above 0.5, clustered",
+        "threshold": 0.5,
+    }
+    coverage[1, 5, 7] = coverage[1, 15, 30] = 0.9
+    bboxes[:, 5, 7] = bboxes[:, 15, 30] = [-20, -10, 30, 40]
+    verdict = p.verdict(out, threshold=0.5)
+    assert verdict["text"] == "found 2 ring above 0.5"
+    assert verdict["seen"] == [{"class": "ring", "score": pytest.approx(0.9), "count": 2}]
+    mlp = Predictor(models["mlp"])
+    maps = {"probabilities": np.full(10, 0.1)}
+    digits = Output(np.zeros((20, 20, 3), np.uint8), (20, 20), maps, 0.0)
+    assert mlp.verdict(digits)["text"] == (
+        "not sure: no digit above 0.5 · this model reads handwritten digits only: "
+        "any other picture is read as a digit too"
+    )
+    digits.maps["probabilities"][3] = 0.8
+    assert mlp.verdict(digits)["text"].startswith("reads 3 (0.80) · ")

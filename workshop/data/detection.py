@@ -198,8 +198,13 @@ def place(image: torch.Tensor, crop_hw, scale: float, origin, out: torch.Tensor 
     sx, sy = (dx1 - dx0) / (x1 - x0), (dy1 - dy0) / (y1 - y0)
     patch = image[:, y0:y1, x0:x1]
     if (dy1 - dy0, dx1 - dx0) != tuple(patch.shape[1:]):
-        patch = F.interpolate(patch[None], size=(dy1 - dy0, dx1 - dx0), mode="bilinear",
-                              align_corners=False, antialias=True)[0]
+        patch = F.interpolate(
+            patch[None],
+            size=(dy1 - dy0, dx1 - dx0),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )[0]
     crop[:, dy0:dy1, dx0:dx1] = patch
     return crop, (sx, sy, dx0 - x0 * sx, dy0 - y0 * sy)
 
@@ -211,8 +216,9 @@ def transform_boxes(boxes: np.ndarray, affine, crop_hw, flip: bool):
     b = boxes * np.array([sx, sy, sx, sy], np.float32) + np.array([tx, ty, tx, ty], np.float32)
     if flip:
         b = np.stack([W - b[:, 2], b[:, 1], W - b[:, 0], b[:, 3]], 1)
-    clipped = np.stack([b[:, 0].clip(0, W), b[:, 1].clip(0, H), b[:, 2].clip(0, W),
-                        b[:, 3].clip(0, H)], 1)
+    clipped = np.stack(
+        [b[:, 0].clip(0, W), b[:, 1].clip(0, H), b[:, 2].clip(0, W), b[:, 3].clip(0, H)], 1
+    )
     area = (b[:, 2:] - b[:, :2]).clip(0).prod(1)
     visible = (clipped[:, 2:] - clipped[:, :2]).clip(0).prod(1) / np.maximum(area, 1e-6)
     keep = visible >= MIN_VISIBLE
@@ -255,8 +261,11 @@ def training_batch(data: CocoDetection, indices, crop_hw, aug: Augment, rng: np.
     mean, std = np.array(MEAN) * 255, np.array(STD) * 255
     scale_ = a * c / std
     shift = (a * grey * (1 - c) - mean) / std
-    x = torch.addcmul(torch.from_numpy(shift).float()[..., None, None], crops.float(),
-                      torch.from_numpy(scale_).float()[..., None, None])
+    x = torch.addcmul(
+        torch.from_numpy(shift).float()[..., None, None],
+        crops.float(),
+        torch.from_numpy(scale_).float()[..., None, None],
+    )
     return x, {k: torch.stack(v) for k, v in targets.items()}
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import tarfile
 import time
 import urllib.error
@@ -50,8 +49,16 @@ def _check_space(folder: Path, need: int) -> None:
         )
 
 
-def download(url: str, dest, *, sha256: str | None = None, retries: int = 4,
-             backoff: float = 1.0, timeout: float = 30.0, progress: bool = True) -> Path:
+def download(
+    url: str,
+    dest,
+    *,
+    sha256: str | None = None,
+    retries: int = 4,
+    backoff: float = 1.0,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
     """Fetch url to dest (see the module docstring); returns dest.
 
     A dest that already exists is kept when it matches ``sha256`` (or when no
@@ -78,8 +85,7 @@ def download(url: str, dest, *, sha256: str | None = None, retries: int = 4,
             if 400 <= err.code < 500:  # the server will not change its mind
                 raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from None
             last_error = err
-        except (urllib.error.URLError, TimeoutError, ConnectionError, socket.timeout,
-                _Incomplete) as err:
+        except (urllib.error.URLError, TimeoutError, ConnectionError, _Incomplete) as err:
             last_error = err
     else:
         if isinstance(last_error, urllib.error.HTTPError):
@@ -123,10 +129,18 @@ def _fetch(url: str, part: Path, timeout: float, progress: bool) -> None:
             _check_space(part.parent, remaining)
         total = have + remaining if remaining is not None else None
         got = 0
-        with open(part, "ab" if have else "wb") as f, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, disable=not progress,
-            desc=Path(url).name[:40], leave=False,
-        ) as bar:
+        with (
+            open(part, "ab" if have else "wb") as f,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                disable=not progress,
+                desc=Path(url).name[:40],
+                leave=False,
+            ) as bar,
+        ):
             while block := response.read(CHUNK):
                 f.write(block)
                 got += len(block)
@@ -149,8 +163,9 @@ def _inside(root: Path, name: str) -> bool:
 
 def _check_member(archive: Path, root: Path, name: str) -> None:
     if not _inside(root, name):
-        raise DownloadError(f"{archive.name}: refused member {name!r} (it would land outside the "
-                            "target folder)")
+        raise DownloadError(
+            f"{archive.name}: refused member {name!r} (it would land outside the target folder)"
+        )
 
 
 def safe_extract(archive, target) -> Path:
@@ -168,19 +183,21 @@ def safe_extract(archive, target) -> Path:
                 for info in zf.infolist():
                     _check_member(archive, root, info.filename)
                     if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                        raise DownloadError(f"{archive.name}: refused symbolic link "
-                                            f"{info.filename!r}")
+                        raise DownloadError(
+                            f"{archive.name}: refused symbolic link {info.filename!r}"
+                        )
                 zf.extractall(root)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
                 for m in tf.getmembers():
                     _check_member(archive, root, m.name)
                     if m.issym() or m.islnk():
-                        link = (Path(m.name).parent / m.linkname) if m.issym() else Path(
-                            m.linkname)
+                        link = (Path(m.name).parent / m.linkname) if m.issym() else Path(m.linkname)
                         if not _inside(root, str(link)):
-                            raise DownloadError(f"{archive.name}: refused link {m.name!r} -> "
-                                                f"{m.linkname!r} (points outside)")
+                            raise DownloadError(
+                                f"{archive.name}: refused link {m.name!r} -> "
+                                f"{m.linkname!r} (points outside)"
+                            )
                     elif not (m.isfile() or m.isdir()):
                         raise DownloadError(f"{archive.name}: refused special file {m.name!r}")
                 tf.extractall(root, filter="data")

@@ -47,8 +47,13 @@ class ImageFolder:
         return f"ImageFolder({self.root}: {counts}{skipped})"
 
     @classmethod
-    def scan(cls, root, classes: list[str] | None = None, folders: list[str] | None = None,
-             decode: bool = False):
+    def scan(
+        cls,
+        root,
+        classes: list[str] | None = None,
+        folders: list[str] | None = None,
+        decode: bool = False,
+    ):
         """Index root/<folder>/*; check each file's header so corrupt files are skipped early.
 
         ``folders`` name the subfolders (default: every subfolder, sorted) and
@@ -140,8 +145,9 @@ def cache_images(folder: ImageFolder, cache_dir, name: str, size: int = CACHE_SI
             return CachedImages(images, np.array(info["labels"]), info["classes"], info["skipped"])
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = array_path.with_suffix(".tmp.npy")
-    images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                       shape=(len(folder.samples), size, size, 3))
+    images = np.lib.format.open_memmap(
+        tmp, mode="w+", dtype=np.uint8, shape=(len(folder.samples), size, size, 3)
+    )
     labels, skipped, n = [], Counter(folder.skipped), 0
     for path, label in tqdm(folder.samples, desc=f"caching {name}", unit="img", leave=False):
         try:
@@ -163,8 +169,9 @@ def cache_images(folder: ImageFolder, cache_dir, name: str, size: int = CACHE_SI
         tmp.replace(array_path)
     info = {"key": key, "labels": labels, "classes": folder.classes, "skipped": dict(skipped)}
     info_path.write_text(json.dumps(info))
-    return CachedImages(np.load(array_path, mmap_mode="r"), np.array(labels), folder.classes,
-                        dict(skipped))
+    return CachedImages(
+        np.load(array_path, mmap_mode="r"), np.array(labels), folder.classes, dict(skipped)
+    )
 
 
 # ------------------------------------------------------------------- batches on device
@@ -177,17 +184,20 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def random_crop_size(size: int, generator: torch.Generator, scale=(0.6, 1.0),
-                     ratio=(3 / 4, 4 / 3)) -> tuple[int, int]:
+def random_crop_size(
+    size: int, generator: torch.Generator, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3)
+) -> tuple[int, int]:
     """RandomResizedCrop's (height, width) draw: a share of the area and an aspect ratio."""
     area = size * size * torch.empty(1).uniform_(*scale, generator=generator).item()
-    aspect = math.exp(torch.empty(1).uniform_(math.log(ratio[0]), math.log(ratio[1]),
-                                              generator=generator).item())
+    aspect = math.exp(
+        torch.empty(1).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator).item()
+    )
     return min(size, round(math.sqrt(area / aspect))), min(size, round(math.sqrt(area * aspect)))
 
 
-def make_batch(images_u8: torch.Tensor, train: bool, generator: torch.Generator | None = None,
-               out: int = CROP) -> torch.Tensor:
+def make_batch(
+    images_u8: torch.Tensor, train: bool, generator: torch.Generator | None = None, out: int = CROP
+) -> torch.Tensor:
     """(n, 256, 256, 3) uint8 on any device -> (n, 3, out, out) normalized float32.
 
     Training: random-resized crops (one size per batch, a random place and a
@@ -204,10 +214,12 @@ def make_batch(images_u8: torch.Tensor, train: bool, generator: torch.Generator 
     y0 = torch.randint(0, size - h + 1, (n,), generator=generator).tolist()
     x0 = torch.randint(0, size - w + 1, (n,), generator=generator).tolist()
     flip = (torch.rand(n, generator=generator) < 0.5).tolist()
-    crops = torch.stack([
-        images_u8[i, y : y + h, x : x + w].flip(1) if f else images_u8[i, y : y + h, x : x + w]
-        for i, (y, x, f) in enumerate(zip(y0, x0, flip))
-    ])
+    crops = torch.stack(
+        [
+            images_u8[i, y : y + h, x : x + w].flip(1) if f else images_u8[i, y : y + h, x : x + w]
+            for i, (y, x, f) in enumerate(zip(y0, x0, flip))
+        ]
+    )
     x = F.interpolate(
         crops.permute(0, 3, 1, 2), size=(out, out), mode="bilinear", align_corners=False
     ).float()
@@ -236,8 +248,14 @@ def image_border(x: torch.Tensor, generator: torch.Generator, p: float = 0.3) ->
 
 def preprocessing_meta() -> dict:
     """What the checkpoint and the ONNX file carry about the input pipeline."""
-    return {"mean": list(MEAN), "std": list(STD), "input_scale": 1 / 255, "resize": CACHE_SIZE,
-            "crop": CROP, "color": "RGB"}
+    return {
+        "mean": list(MEAN),
+        "std": list(STD),
+        "input_scale": 1 / 255,
+        "resize": CACHE_SIZE,
+        "crop": CROP,
+        "color": "RGB",
+    }
 
 
 def split_folders(path, seed: int = 0, val_fraction: float = 0.15):
@@ -255,5 +273,7 @@ def split_folders(path, seed: int = 0, val_fraction: float = 0.15):
     rng = np.random.default_rng(seed)
     val_mask = rng.random(len(full.samples)) < val_fraction
     pick = lambda keep: [s for s, v in zip(full.samples, val_mask) if v == keep]  # noqa: E731
-    return (ImageFolder(full.root, full.classes, pick(False), full.skipped),
-            ImageFolder(full.root, full.classes, pick(True)))
+    return (
+        ImageFolder(full.root, full.classes, pick(False), full.skipped),
+        ImageFolder(full.root, full.classes, pick(True)),
+    )

@@ -90,8 +90,13 @@ def _link(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def prepare_cats_dogs(data_dir: Path, url: str, retries: int = 4, background: bool = True,
-                      background_from: str = SOURCES["coco"]) -> Path:
+def prepare_cats_dogs(
+    data_dir: Path,
+    url: str,
+    retries: int = 4,
+    background: bool = True,
+    background_from: str = SOURCES["coco"],
+) -> Path:
     from workshop.data.images import pet_images
 
     out = data_dir / "cats-dogs"
@@ -119,8 +124,13 @@ def prepare_cats_dogs(data_dir: Path, url: str, retries: int = 4, background: bo
             with Image.open(path) as img:
                 modes[img.mode] += 1
         counts[name] = {"train": int((~held).sum()), "val": int(held.sum())}
-    report = {"source": url, "classes": list(folder.classes), "counts": counts,
-              "skipped": dict(folder.skipped), "converted_to_rgb": _not_rgb(modes)}
+    report = {
+        "source": url,
+        "classes": list(folder.classes),
+        "counts": counts,
+        "skipped": dict(folder.skipped),
+        "converted_to_rgb": _not_rgb(modes),
+    }
     if background:
         crops = min(c["train"] + c["val"] for c in counts.values())
         report["background"] = gather_background(data_dir, background_from, crops, tmp, retries)
@@ -138,8 +148,9 @@ def _not_rgb(modes: Counter) -> dict:
     return {m: n for m, n in sorted(modes.items()) if m != "RGB"}
 
 
-def gather_background(data_dir: Path, url: str, crops: int, out: Path, retries: int = 4,
-                      seed: int = 0) -> dict:
+def gather_background(
+    data_dir: Path, url: str, crops: int, out: Path, retries: int = 4, seed: int = 0
+) -> dict:
     """About ``crops`` random crops of COCO photos without a cat or a dog, into
     out/{train,val}/background/ (a photo's crops stay in one split); returns its report."""
     from tqdm.auto import tqdm
@@ -186,11 +197,18 @@ def gather_background(data_dir: Path, url: str, crops: int, out: Path, retries: 
         bar.update()
     bar.close()
     if not used:
-        raise DownloadError(f"none of the COCO photos without {' or '.join(bg.ANIMALS)} "
-                            f"could be fetched ({dict(skipped)})")
-    return {"source": url, "photos": used, "crops_per_photo": bg.CROPS_PER_IMAGE,
-            "counts": {"train": counts["train"], "val": counts["val"]},
-            "skipped": dict(skipped), "converted_to_rgb": _not_rgb(modes)}
+        raise DownloadError(
+            f"none of the COCO photos without {' or '.join(bg.ANIMALS)} "
+            f"could be fetched ({dict(skipped)})"
+        )
+    return {
+        "source": url,
+        "photos": used,
+        "crops_per_photo": bg.CROPS_PER_IMAGE,
+        "counts": {"train": counts["train"], "val": counts["val"]},
+        "skipped": dict(skipped),
+        "converted_to_rgb": _not_rgb(modes),
+    }
 
 
 def coco_annotations(data_dir: Path, url: str, retries: int = 4) -> dict[str, Path]:
@@ -201,19 +219,23 @@ def coco_annotations(data_dir: Path, url: str, retries: int = 4) -> dict[str, Pa
     raw = data_dir / "raw" / "coco-annotations"
     if not raw.exists():
         safe_extract(archive, raw)
-    found = {name: next(raw.rglob(f"instances_{name}.json"), None)
-             for name in ("train2017", "val2017")}
+    found = {
+        name: next(raw.rglob(f"instances_{name}.json"), None) for name in ("train2017", "val2017")
+    }
     missing = [f"instances_{name}.json" for name, path in found.items() if path is None]
     if missing:  # checked before anything is written; a next run must fetch another archive
         shutil.rmtree(raw)
         discard(url, archive, downloads)
-        raise ValueError(f"{archive.name} has no {', '.join(missing)}: it is not COCO's "
-                         f"{Path(SOURCES['coco']).name}, and was removed")
+        raise ValueError(
+            f"{archive.name} has no {', '.join(missing)}: it is not COCO's "
+            f"{Path(SOURCES['coco']).name}, and was removed"
+        )
     return found
 
 
-def prepare_coco(data_dir: Path, url: str, categories: list[str], max_images: int = 0,
-                 retries: int = 4) -> Path:
+def prepare_coco(
+    data_dir: Path, url: str, categories: list[str], max_images: int = 0, retries: int = 4
+) -> Path:
     from tqdm.auto import tqdm
 
     from workshop.data.images import _check_file
@@ -257,17 +279,27 @@ def prepare_coco(data_dir: Path, url: str, categories: list[str], max_images: in
                 modes[img.mode] += 1
             kept.append(info)
         if not kept:
-            raise DownloadError(f"none of the {len(image_ids)} {split} images could be fetched "
-                                f"({dict(skipped)})")
+            raise DownloadError(
+                f"none of the {len(image_ids)} {split} images could be fetched ({dict(skipped)})"
+            )
         ids = {i["id"] for i in kept}
         filtered = {
-            "info": {"description": f"COCO 2017 {split}, categories {categories}",
-                     "synthetic": False},
+            "info": {
+                "description": f"COCO 2017 {split}, categories {categories}",
+                "synthetic": False,
+            },
             "images": kept,
-            "annotations": [{**a, "category_id": new_id[a["category_id"]]}
-                            for a in anns if a["image_id"] in ids],
-            "categories": [{"id": new_id[c["id"]], "name": c["name"],
-                            "supercategory": c.get("supercategory", "")} for c in wanted],
+            "annotations": [
+                {**a, "category_id": new_id[a["category_id"]]} for a in anns if a["image_id"] in ids
+            ],
+            "categories": [
+                {
+                    "id": new_id[c["id"]],
+                    "name": c["name"],
+                    "supercategory": c.get("supercategory", ""),
+                }
+                for c in wanted
+            ],
         }
         (out / split / "annotations.json").write_text(json.dumps(filtered))
         crowd = sum(1 for a in filtered["annotations"] if a.get("iscrowd", 0))
@@ -328,40 +360,58 @@ def resolve(name: str, data_dir, categories: list[str] | None = None) -> Path | 
         return None
     if not path.exists():
         extra = f" CATEGORIES={','.join(categories)}" if name == "coco" and categories else ""
-        raise SystemExit(f"error: {path} is missing: run `make data DATASET={name}{extra}` "
-                         f"first (online), or use the offline default, {OFFLINE_DEFAULT[name]}")
+        raise SystemExit(
+            f"error: {path} is missing: run `make data DATASET={name}{extra}` "
+            f"first (online), or use the offline default, {OFFLINE_DEFAULT[name]}"
+        )
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workshop.data.prepare",
-                                     description="Download and prepare a real data set.")
+    parser = argparse.ArgumentParser(
+        prog="python -m workshop.data.prepare", description="Download and prepare a real data set."
+    )
     parser.add_argument("dataset", choices=sorted(OFFLINE_DEFAULT))
     parser.add_argument("--data_dir", default="data", help="where data goes (default data/)")
     parser.add_argument("--categories", default="", help="coco: comma-separated names")
     parser.add_argument("--max_images", type=int, default=0, help="coco: cap per split (0: all)")
     parser.add_argument("--url", default="", help="another source of the same archive")
     parser.add_argument("--retries", type=int, default=4, help="attempts after the first")
-    parser.add_argument("--background", default="true", choices=("true", "false"),
-                        help="cats-dogs: add the background class (false: cat and dog only)")
-    parser.add_argument("--background_from", default="",
-                        help="cats-dogs: another source of COCO's annotations archive")
+    parser.add_argument(
+        "--background",
+        default="true",
+        choices=("true", "false"),
+        help="cats-dogs: add the background class (false: cat and dog only)",
+    )
+    parser.add_argument(
+        "--background_from",
+        default="",
+        help="cats-dogs: another source of COCO's annotations archive",
+    )
     args = parser.parse_args(argv)
     data_dir = Path(args.data_dir)
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     try:
         if args.dataset == "cats-dogs":
-            out = prepare_cats_dogs(data_dir, args.url or SOURCES["cats-dogs"], args.retries,
-                                    args.background == "true",
-                                    args.background_from or SOURCES["coco"])
+            out = prepare_cats_dogs(
+                data_dir,
+                args.url or SOURCES["cats-dogs"],
+                args.retries,
+                args.background == "true",
+                args.background_from or SOURCES["coco"],
+            )
         elif args.dataset == "coco":
-            out = prepare_coco(data_dir, args.url or SOURCES["coco"], categories, args.max_images,
-                               args.retries)
+            out = prepare_coco(
+                data_dir, args.url or SOURCES["coco"], categories, args.max_images, args.retries
+            )
         else:
             out = prepare_mnist(data_dir)
     except DownloadError as err:
-        print(f"error: {err}\nOffline? The offline default needs no download: "
-              f"{OFFLINE_DEFAULT[args.dataset]}.", file=sys.stderr)
+        print(
+            f"error: {err}\nOffline? The offline default needs no download: "
+            f"{OFFLINE_DEFAULT[args.dataset]}.",
+            file=sys.stderr,
+        )
         return 2
     except ValueError as err:  # the data, not the network: the offline hint would mislead
         print(f"error: {err}", file=sys.stderr)

@@ -6,12 +6,8 @@ The session fixtures in conftest.py build the models once (``make_checkpoints`` 
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import io
-import threading
 import zlib
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -168,23 +164,6 @@ def assert_stops_with(main, argv: list[str], message: str) -> None:
         main(argv)
     assert isinstance(stop.value.code, str) and stop.value.code.startswith("error: ")
     assert message in stop.value.code
-
-
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve_folder(folder):
-    """Serve ``folder`` over HTTP on 127.0.0.1 while the block runs; yields the base url."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=folder))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def make_known_fcn(path, classes: list[str], logits: list[float], dataset: str = "pets-test"):

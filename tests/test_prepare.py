@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import serve_folder
 from PIL import Image
 
+from benchmarks.harness import serve_folder
 from workshop.data import background
 from workshop.data.digits import from_course_layout
 from workshop.data.prepare import main as prepare_main

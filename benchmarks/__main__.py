@@ -14,7 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmarks import app_latency, fcn_latency, gpu, hub_bench, mlp_bench, pipeline, training
+from benchmarks import (
+    app_latency,
+    fcn_latency,
+    gpu,
+    hub_bench,
+    mlp_bench,
+    pipeline,
+    realdata,
+    training,
+)
 from benchmarks.common import RESULTS, environment, write_results
 
 SECTIONS = {
@@ -23,6 +32,7 @@ SECTIONS = {
     "inference": fcn_latency,
     "app": app_latency,
     "hub": hub_bench,
+    "realdata": realdata,
     "gpu": gpu,
 }
 

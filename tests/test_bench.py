@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from benchmarks import common, fcn_latency, mlp_bench, training
 
 
@@ -46,3 +48,28 @@ def test_mlp_cost_gradient_section_runs():
     result = mlp_bench.cost_gradient(repeats=1)
     assert result["vectorized_vs_loop"] > 1
     assert set(result["rows"]) >= {"loop (numpy, per example)", "vectorized (numpy)"}
+
+
+@pytest.mark.slow
+def test_real_photo_section_scores_both_variants_on_the_real_scenes():
+    from benchmarks import realdata
+    from benchmarks.realsample import find_realsample
+
+    if find_realsample() is None:
+        pytest.skip("no real-photo sample (benchmarks/realsample.py says where it looks)")
+    tiny = ("--epochs=1", "--max_steps=2", "--width=0.125", "--batch_size=16")
+    result = realdata.run(pets=20, train_args=tiny)
+    two, three = result["two classes"], result["three classes"]
+    assert two["classes"] == ["cat", "dog"] and three["classes"] == ["background", "cat", "dog"]
+    assert two["photos"]["cat"] == three["photos"]["cat"] == 20
+    # every cell of a two-class map is cat or dog: the whole map says "animal"
+    assert two["animal_share_of_map"] == 1.0
+    coco = json.loads((find_realsample() / "coco128" / "instances.json").read_text())
+    animal = {c["id"] for c in coco["categories"] if c["name"] in ("cat", "dog")}
+    pairs = {
+        (a["image_id"], a["category_id"]) for a in coco["annotations"] if a["category_id"] in animal
+    }
+    for r in (two, three):
+        assert r["pointing_trials"] == len(pairs)  # each (photo, animal) of the sample, once
+        assert 0 <= r["pointing_accuracy"] <= 1 and r["cells"] > 0
+    assert "| three classes |" in realdata.table(result)

@@ -346,6 +346,16 @@ def test_background_photos_are_those_without_a_cat_or_a_dog():
     assert background.photos_needed(9) == 3 and background.photos_needed(8) == 2
 
 
+@pytest.mark.parametrize(
+    ("crops", "photos", "each"),
+    [(600, 4000, 4), (600, 150, 4), (600, 58, 11), (600, 10, 16), (600, 0, 16)],
+)
+def test_scarce_background_photos_give_more_crops_each(crops, photos, each):
+    """Enough photos: 4 crops each; too few for a class as large as the animals': more
+    crops each, up to 16."""
+    assert background.crops_per_photo(crops, photos) == each
+
+
 def test_background_crops_are_seeded_squares_inside_the_photo():
     y, x = np.mgrid[0:300, 0:400]
     pixels = np.stack([x % 256, y % 256, 2 * (x // 256) + y // 256], 2).astype(np.uint8)

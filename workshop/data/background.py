@@ -31,6 +31,16 @@ def images_without(coco: dict, names=ANIMALS) -> list[dict]:
     return sorted((i for i in coco["images"] if i["id"] not in shown), key=lambda i: i["id"])
 
 
+MAX_CROPS_PER_IMAGE = 16  # when photos are scarce, more crops each, up to this many
+
+
+def crops_per_photo(crops: int, photos: int) -> int:
+    """Crops to cut from each photo: CROPS_PER_IMAGE, or more (up to MAX_CROPS_PER_IMAGE)
+    when there are too few photos for ``crops``, so the class stays about as large as the
+    smaller animal class (a small background class is one the network learns to ignore)."""
+    return min(MAX_CROPS_PER_IMAGE, max(CROPS_PER_IMAGE, math.ceil(crops / max(photos, 1))))
+
+
 def photos_needed(crops: int, per_image: int = CROPS_PER_IMAGE) -> int:
     return math.ceil(crops / per_image)
 

@@ -162,7 +162,8 @@ def gather_background(
     candidates = bg.images_without(coco, bg.ANIMALS)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(candidates))
-    need = bg.photos_needed(crops)
+    per_photo = bg.crops_per_photo(crops, len(candidates))
+    need = bg.photos_needed(crops, per_photo)
     photos = data_dir / "raw" / "coco-background"
     for split in ("train", "val"):
         (out / split / bg.BACKGROUND).mkdir(parents=True, exist_ok=True)
@@ -190,9 +191,9 @@ def gather_background(
         with Image.open(path) as raw:
             modes[raw.mode] += 1
         split = "val" if rng.random() < VAL_FRACTION else "train"
-        for n, crop in enumerate(bg.random_crops(img, bg.CROPS_PER_IMAGE, rng)):
+        for n, crop in enumerate(bg.random_crops(img, per_photo, rng)):
             crop.save(out / split / bg.BACKGROUND / f"{path.stem}_{n}.jpg", quality=90)
-        counts[split] += bg.CROPS_PER_IMAGE
+        counts[split] += per_photo
         used += 1
         bar.update()
     bar.close()
@@ -204,7 +205,7 @@ def gather_background(
     return {
         "source": url,
         "photos": used,
-        "crops_per_photo": bg.CROPS_PER_IMAGE,
+        "crops_per_photo": per_photo,
         "counts": {"train": counts["train"], "val": counts["val"]},
         "skipped": dict(skipped),
         "converted_to_rgb": _not_rgb(modes),

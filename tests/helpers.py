@@ -22,6 +22,16 @@ from models.detectnet import DetectNet
 from models.mlp import MLP
 from workshop.data.images import preprocessing_meta
 
+# A detector trained for two steps at the smallest size: enough to run every path once.
+TINY_DETECTNET = [
+    "--epochs=1",
+    "--max_steps=2",
+    "--width=0.125",
+    "--init=none",
+    "--batch_size=2",
+    "--crop_h=160",
+    "--crop_w=224",
+]
 MODELS = ("alexnet", "detectnet", "mlp")  # the artifacts folders make_checkpoints fills
 CLASSES = ["star", "ring", "cross", "background"]
 

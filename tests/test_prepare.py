@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_DETECTNET
 from PIL import Image
 
 from benchmarks.harness import serve_folder
@@ -216,13 +217,7 @@ def test_a_coco_subset_is_prepared_then_trained_on(served, tmp_path, python):
             "--categories=cat,dog",
             f"--data_dir={data}",
             f"--out_dir={out}",
-            "--epochs=1",
-            "--max_steps=2",
-            "--width=0.125",
-            "--init=none",
-            "--batch_size=2",
-            "--crop_h=160",
-            "--crop_w=224",
+            *TINY_DETECTNET,
         ],
         capture_output=True,
         text=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TINY_DETECTNET
 
 from benchmarks.harness import serve_folder
 from benchmarks.realsample import coco_zip, find_realsample, petimages_zip, realsample_places
@@ -145,13 +146,7 @@ def test_real_photos_are_prepared_and_trained_on(sample, tmp_path):
                 "--categories=person,dog",
                 f"--data_dir={data}",
                 f"--out_dir={out3}",
-                "--epochs=1",
-                "--max_steps=2",
-                "--width=0.125",
-                "--init=none",
-                "--batch_size=2",
-                "--crop_h=160",
-                "--crop_w=224",
+                *TINY_DETECTNET,
                 "--device=cpu",
             ]
         )

@@ -224,9 +224,6 @@ def export_known_fcns(root) -> dict:
     }
 
 
-COCO128 = Path("/work/shared/data/realsample/coco128")  # a few real COCO photos, when present
-
-
 def photo_without_cats_or_dogs() -> Path:
     """A real COCO photo whose annotations hold neither a cat nor a dog (elephants if any);
     the calling test is skipped where the sample folder is absent."""
@@ -234,9 +231,14 @@ def photo_without_cats_or_dogs() -> Path:
 
     import pytest
 
-    if not (COCO128 / "instances.json").is_file():
-        pytest.skip(f"{COCO128} is absent: no real photo of something else to test on")
-    coco = json.loads((COCO128 / "instances.json").read_text())
+    from benchmarks.realsample import find_realsample, realsample_places
+
+    sample = find_realsample()
+    if sample is None:
+        looked = ", ".join(map(str, realsample_places()))
+        pytest.skip(f"no real photo of something else to test on: no sample in {looked}")
+    coco128 = sample / "coco128"
+    coco = json.loads((coco128 / "instances.json").read_text())
     ids = {c["name"]: c["id"] for c in coco["categories"]}
     found: dict[int, set] = {}
     for a in coco["annotations"]:
@@ -244,4 +246,4 @@ def photo_without_cats_or_dogs() -> Path:
     pets = {ids["cat"], ids["dog"]}
     others = [im for im in coco["images"] if found.get(im["id"]) and not found[im["id"]] & pets]
     elephants = [im for im in others if ids.get("elephant") in found[im["id"]]]
-    return COCO128 / "images" / (elephants or others)[0]["file_name"]
+    return coco128 / "images" / (elephants or others)[0]["file_name"]

@@ -111,8 +111,8 @@ def run(*, pets: int = 600, train_args: tuple[str, ...] = ()) -> dict:
             assert report == 0, f"prepare failed for {name}"
             args = ["--dataset=cats-dogs", f"--data_dir={data}", f"--out_dir={out}"]
             metrics = quietly(train_alexnet.main, [*args, "--sliding_check=false", *train_args])
-            fcn = build_model(load_checkpoint(out / "checkpoint.pt")).eval()
-            classes = load_checkpoint(out / "checkpoint.pt")["meta"]["classes"]
+            ckpt = load_checkpoint(out / "checkpoint.pt")
+            fcn, classes = build_model(ckpt).eval(), ckpt["meta"]["classes"]
             counts = json.loads((data / "cats-dogs" / "report.json").read_text())["counts"]
             results[name] = {
                 "classes": classes,

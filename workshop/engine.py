@@ -179,18 +179,19 @@ def train_one_epoch(
     )
     for indices in bar:
         loss, parts, correct = _step_loss(model, get_batch(indices), loss_fn, device, channels_last)
-        if not torch.isfinite(loss) or loss.item() > loss_limit:
+        value = loss.item()  # the step's one wait for the device
+        if not math.isfinite(value) or value > loss_limit:
             shown = {k: float(v.detach()) if torch.is_tensor(v) else v for k, v in parts.items()}
-            what = "non-finite loss" if not torch.isfinite(loss) else "loss"
-            limit = f" (above {loss_limit:.3g})" if torch.isfinite(loss) else ""
-            raise NonFiniteLoss(f"{what} {loss.item():.4g}{limit} at epoch {epoch}: parts {shown}")
+            what = "loss" if math.isfinite(value) else "non-finite loss"
+            limit = f" (above {loss_limit:.3g})" if math.isfinite(value) else ""
+            raise NonFiniteLoss(f"{what} {value:.4g}{limit} at epoch {epoch}: parts {shown}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         n = len(indices)
-        total_loss += loss.item() * n
+        total_loss += value * n
         for k, v in parts.items():
             part_sums[k] = (
                 part_sums.get(k, 0.0) + float(v.detach() if torch.is_tensor(v) else v) * n

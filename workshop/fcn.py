@@ -79,7 +79,7 @@ def pointing_game(fcn, coco_json, images_dir, classes: list[str], limit: int = 0
     (probabilities saturate at 1.0 and would tie), maps computed with the
     96-pixel margin, so windows are centred up to 16 pixels from each edge); a
     hit needs it inside a ground-truth box of that class, with no tolerance.
-    Returns the accuracy and per-class counts.
+    Returns the accuracy (None without a single box to point at) and per-class counts.
     """
     coco = json.loads(Path(coco_json).read_text())
     name_of = {c["id"]: c["name"] for c in coco["categories"]}
@@ -105,7 +105,7 @@ def pointing_game(fcn, coco_json, images_dir, classes: list[str], limit: int = 0
             per_class[cls][0] += hit
             per_class[cls][1] += 1
     return {
-        "pointing_accuracy": hits / total if total else float("nan"),
+        "pointing_accuracy": hits / total if total else None,  # no boxes: no score
         "pointing_trials": total,
         "pointing_per_class": {c: (h / n if n else None) for c, (h, n) in per_class.items()},
     }

@@ -229,15 +229,12 @@ def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device, about
                 limit=cfg.pointing_scenes,
             )
         )
-        if not metrics["pointing_trials"]:  # no boxes to point at: no score, not NaN
-            metrics["pointing_accuracy"] = None
         render_examples(fcn, scenes, meta["classes"], out)
         if cfg.sliding_check:
             scene = _largest_scene(scenes)
             metrics["sliding_window"] = compare_with_sliding_window(raw, scene)
-    meta = {**meta, "metrics": {k: metrics[k] for k in ("val_accuracy",) if k in metrics}}
-    if metrics.get("pointing_accuracy") is not None:
-        meta["metrics"]["pointing_accuracy"] = metrics["pointing_accuracy"]
+    headline = ("val_accuracy", "pointing_accuracy")
+    meta = {**meta, "metrics": {k: metrics[k] for k in headline if metrics.get(k) is not None}}
     save_checkpoint(
         out / "checkpoint.pt",
         fcn,

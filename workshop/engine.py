@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from models.checkpoint import save_checkpoint
 from workshop.artifacts import artifacts_dir, write_json
 from workshop.distributed import Dist, describe_device, pick_device, setup_distributed
 from workshop.resume import resume_if_asked, save_training_state, seed_everything
@@ -73,6 +74,22 @@ def run_metrics(run: Run, cfg, *, train_seconds: float, ranks: dict, dataset: st
         "dataset": dataset,
         "config": asdict(cfg),
     }
+
+
+def save_trained(out: Path, model, *, model_name, model_args, meta, metrics, headline) -> None:
+    """The finished run: checkpoint.pt (its meta carrying the ``headline`` metrics that have
+    a value, for the exported model's card) and metrics.json."""
+    shown = {k: metrics[k] for k in headline if metrics.get(k) is not None}
+    save_checkpoint(
+        out / "checkpoint.pt",
+        model,
+        model_name=model_name,
+        model_args=model_args,
+        epoch=metrics["epochs"],
+        metrics=metrics,
+        meta={**meta, "metrics": shown},
+    )
+    write_json(out / "metrics.json", metrics)
 
 
 # ------------------------------------------------------------- model and optimizer

@@ -27,10 +27,8 @@ import torch.nn.functional as F
 
 from models import synthetic
 from models.alexnet import WINDOW, PaddedFCN, alexnet
-from models.checkpoint import save_checkpoint
 from models.heatmap import save_png
 from workshop import engine
-from workshop.artifacts import write_json
 from workshop.cli import parse_config
 from workshop.data import images as imgdata
 from workshop.data.prepare import resolve
@@ -188,7 +186,6 @@ def main(argv: list[str] | None = None) -> dict | None:
     )
     about["skipped_images"] = train.skipped
     metrics = finish(raw, fitted.history, cfg, meta, model_args, out, scenes, device, about)
-    write_json(out / "metrics.json", metrics)
     log(
         f"AlexNet (width {width}) on {data_name}: val accuracy {metrics['val_accuracy']:.1%}, "
         + pointing_report(metrics)
@@ -206,7 +203,7 @@ def pointing_report(metrics: dict) -> str:
 
 def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device, about: dict) -> dict:
     """Net surgery, its checks, the pointing game, example heatmaps; save the FCN checkpoint
-    (its metrics carry ``about``, how the run went and its config, as metrics.json does)."""
+    and metrics.json (the metrics carry ``about``: how the run went, and its config)."""
     raw = raw.float().to(memory_format=torch.contiguous_format).eval()
     fcn = raw.to_fully_convolutional()
     x = torch.randn(4, 3, WINDOW, WINDOW, device=device)
@@ -233,16 +230,14 @@ def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device, about
         if cfg.sliding_check:
             scene = _largest_scene(scenes)
             metrics["sliding_window"] = compare_with_sliding_window(raw, scene)
-    headline = ("val_accuracy", "pointing_accuracy")
-    meta = {**meta, "metrics": {k: metrics[k] for k in headline if metrics.get(k) is not None}}
-    save_checkpoint(
-        out / "checkpoint.pt",
+    engine.save_trained(
+        out,
         fcn,
         model_name="alexnet_fcn",
         model_args=model_args,
-        epoch=metrics["epochs"],
-        metrics=metrics,
         meta=meta,
+        metrics=metrics,
+        headline=("val_accuracy", "pointing_accuracy"),
     )
     return metrics
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from models.boxes import encode_targets, grid_size
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint
 from models.detectnet import DetectNet, detectnet_loss
 from models.heatmap import save_png
 from models.imageio import MAX_SIDE
@@ -252,17 +252,15 @@ def finish(raw, val, cfg, meta, model_args, out: Path, about: dict) -> dict:
         raw, val, threshold=cfg.threshold, iou=cfg.cluster_iou, limit=cfg.eval_images
     )
     metrics.update(about, held_out_images=metrics["images"])
-    meta = {**meta, "metrics": {k: metrics[k] for k in ("AP", "AP50", "AP75")}}
-    save_checkpoint(
-        out / "checkpoint.pt",
+    engine.save_trained(
+        out,
         raw,
         model_name="detectnet",
         model_args=model_args,
-        epoch=metrics["epochs"],
-        metrics=metrics,
         meta=meta,
+        metrics=metrics,
+        headline=("AP", "AP50", "AP75"),
     )
-    write_json(out / "metrics.json", metrics)
     write_json(out / "detections.json", {"detections": detections})
     for n in range(min(3, len(val))):
         save_png(render_detections(raw, val, n), out / f"detections_{n}.png")

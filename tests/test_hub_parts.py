@@ -1,26 +1,33 @@
 """The hosted workshop's parts without a hub: settings, refusals, cgroups, the share,
-fresh notebooks, recording results, the GPU share."""
+fresh notebooks, recording results and runs, the participants' server config and their MLflow
+UI, the GPU share."""
 
 from __future__ import annotations
 
+import http.client
 import http.server
 import json
+import math
 import os
+import re
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config
 
 from workshop import checks
 from workshop.hub import __main__ as hub_cli
 from workshop.hub import cgroups
-from workshop.hub.environment import world_can
-from workshop.hub.progress import Store
-from workshop.hub.record import record
+from workshop.hub.environment import world_can, write_jupyter_config
+from workshop.hub.progress import Store, table
+from workshop.hub.record import record, report_run
 from workshop.hub.settings import HubSettings, SettingsError, load_passwords, parse_size
 from workshop.hub.solutions import fresh
 
@@ -321,3 +328,182 @@ def test_artifacts_has_one_reader(monkeypatch, tmp_path):
     assert (tmp_path / "share" / "artifacts" / "mlp" / "metrics.json").is_file()
     monkeypatch.setenv("ARTIFACTS", "")
     assert artifacts_root() == Path("artifacts")
+
+
+def test_report_run_sends_the_headline_beside_the_results(progress_server):
+    assert report_run("alexnet", "0123abcd", "val_accuracy", 0.875) is True
+    assert report_run("mlp", "feed", "test_accuracy", math.nan) is False  # nothing to rank
+    assert report_run("mlp", "feed", "test_accuracy", None) is False
+    assert progress_server == [
+        (
+            "token t0ken",
+            {"module": "alexnet", "run_id": "0123abcd", "metric": "val_accuracy", "value": 0.875},
+        )
+    ]
+
+
+def test_report_run_is_silent_outside_the_hub(monkeypatch, capsys):
+    monkeypatch.delenv("WORKSHOP_PROGRESS_URL", raising=False)
+    monkeypatch.delenv("JUPYTERHUB_API_TOKEN", raising=False)
+    assert report_run("mlp", "r", "test_accuracy", 0.9) is False
+    assert capsys.readouterr() == ("", "")
+
+
+def test_store_keeps_each_participants_best_run_per_module(tmp_path):
+    store = Store(tmp_path / "p.sqlite")
+    store.add_run("bob", "alexnet", "r1", "val_accuracy", 0.61, at=1)
+    store.add_run("bob", "alexnet", "r2", "val_accuracy", 0.83, at=2)
+    store.add_run("bob", "alexnet", "r3", "val_accuracy", 0.83, at=3)  # a tie: the first stays
+    store.add_run("bob", "alexnet", "r4", "val_accuracy", 0.40, at=4)
+    store.add_run("bob", "detectnet", "d1", "AP", 0.12, at=5)
+    store.add_run("amy", "alexnet", "a1", "val_accuracy", 0.70, at=6)
+    store.add_run("amy", "alexnet", "a1", "val_accuracy", 0.90, at=7)  # reported again: replaced
+    best = {(r["participant"], r["module"]): r for r in store.best_runs()}
+    assert set(best) == {("bob", "alexnet"), ("bob", "detectnet"), ("amy", "alexnet")}
+    assert (best["bob", "alexnet"]["run_id"], best["bob", "alexnet"]["value"]) == ("r2", 0.83)
+    assert best["bob", "alexnet"]["runs"] == 4 and best["bob", "alexnet"]["at"] == 2
+    assert (best["amy", "alexnet"]["value"], best["amy", "alexnet"]["runs"]) == (0.90, 1)
+    assert best["bob", "detectnet"]["metric"] == "AP"
+    store.add("cleo", "cost", True, "")
+    room = table(store, ["dana"])
+    assert room.people == ["amy", "bob", "cleo", "dana"]  # checks, runs or only logged in
+    assert room.modules == ["mlp", "alexnet", "detectnet"]
+    assert room.best[("amy", "alexnet")]["run_id"] == "a1"
+
+
+def _server_config(tmp_path) -> Config:
+    env, venv = tmp_path / "share" / "env", tmp_path / "venv"
+    (venv / "etc" / "jupyter").mkdir(parents=True)
+    write_jupyter_config(env, venv)
+    config = Config()
+    text = (env / "etc" / "jupyter" / "jupyter_server_config.py").read_text()
+    exec(compile(text, "jupyter_server_config.py", "exec"), {"get_config": lambda: config})
+    return config
+
+
+def test_the_launcher_has_the_participants_demo_and_their_runs(tmp_path):
+    servers = _server_config(tmp_path).ServerProxy.servers
+    python = str(tmp_path / "share" / "env" / "bin" / "python")
+    titles = {name: s["launcher_entry"]["title"] for name, s in servers.items()}
+    assert titles == {"demo": "Demo (my models)", "mlflow": "Runs (MLflow)"}
+    render = {"unix_socket": "/tmp/private/socket", "base_url": "/user/alice/"}
+    mlflow = [arg.format(**render) for arg in servers["mlflow"]["command"]]
+    assert mlflow == [
+        python,
+        "-m",
+        "workshop.hub.runs_ui",
+        "/tmp/private/socket",
+        "/user/alice/mlflow",
+    ]
+    demo = [arg.format(**render) for arg in servers["demo"]["command"]]
+    assert "--server.address=unix:///tmp/private/socket" in demo
+    assert "--server.baseUrlPath=/user/alice/demo" in demo
+    for server in servers.values():
+        # a socket in a folder of the participant's own (no port others could reach); the
+        # whole path forwarded, so the app serves its pages under /user/<name>/<entry>/
+        assert server["unix_socket"] is True and server["absolute_url"] is True
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, host: str = "localhost"):
+        super().__init__(host, timeout=60)
+        self.socket_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.socket_path)
+
+
+def _ask(path: str, method: str, url: str, body=None, headers=None) -> tuple[int, str]:
+    conn = _UnixConnection(path)
+    try:
+        conn.request(method, url, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def _runs_ui(tmp_path, artifacts: Path, prefix: str):
+    """`python -m workshop.hub.runs_ui` as jupyter-server-proxy starts it: (process, socket)."""
+    folder = Path(tempfile.mkdtemp(prefix="runs-ui-"))  # short: a socket path has 108 bytes
+    sock = str(folder / "socket")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workshop.hub.runs_ui", sock, prefix],
+        cwd=tmp_path,
+        env={**os.environ, "ARTIFACTS": str(artifacts)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            _ask(sock, "GET", f"{prefix}/")
+            break
+        except OSError:
+            time.sleep(0.3)
+    return proc, sock, folder
+
+
+def _stop(proc, folder):
+    proc.terminate()
+    try:
+        out = proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+    for p in folder.iterdir():
+        p.unlink()
+    folder.rmdir()
+    return out
+
+
+@pytest.mark.slow
+def test_the_runs_ui_serves_the_participants_store_under_their_prefix(tmp_path):
+    from workshop import tracking
+
+    artifacts = tmp_path / "artifacts"
+    run_id = tracking.create_run("mlp", {"maxiter": "3"}, {}, status="FINISHED", root=artifacts)
+    prefix = "/user/alice/mlflow"
+    proc, sock, folder = _runs_ui(tmp_path, artifacts, prefix)
+    try:
+        status, page = _ask(sock, "GET", f"{prefix}/")
+        assert status == 200 and "<title>MLflow</title>" in page, page[:500]
+        # the page's scripts are relative: under the prefix they must be there
+        scripts = re.findall(r'src="([^"]+\.js)"', page)
+        assert scripts and all(not s.startswith("/") for s in scripts)
+        assert _ask(sock, "GET", f"{prefix}/{scripts[0]}")[0] == 200
+        # the UI's own API calls, as a browser in the room sends them (the room's host name)
+        room = "workshop.example.org:8000"
+        ids = [e.experiment_id for e in tracking.client(artifacts).search_experiments()]
+
+        def api(call: str, body: dict, content_type="application/json") -> tuple[int, str]:
+            headers = {"Host": room, "Origin": f"https://{room}", "Content-Type": content_type}
+            url = f"{prefix}/ajax-api/2.0/mlflow/{call}"
+            return _ask(sock, "POST", url, body=json.dumps(body), headers=headers)
+
+        status, body = api("runs/search", {"experiment_ids": ids, "max_results": 10})
+        assert status == 200, body[:500]
+        assert [r["info"]["run_id"] for r in json.loads(body)["runs"]] == [run_id]
+        # what a cross-site form can send (no JSON content type) writes nothing
+        assert api("runs/delete", {"run_id": run_id}, "text/plain")[0] == 400
+        status, body = api("runs/search", {"experiment_ids": ids, "max_results": 10})
+        assert [r["info"]["run_id"] for r in json.loads(body)["runs"]] == [run_id]
+    finally:
+        out = _stop(proc, folder)
+    assert "Traceback" not in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_a_broken_store_shows_one_sentence_instead_of_the_runs(tmp_path):
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / "mlflow.db").write_bytes(b"not a database at all" * 100)
+    proc, sock, folder = _runs_ui(tmp_path, artifacts, "/user/bob/mlflow")
+    try:
+        status, page = _ask(sock, "GET", "/user/bob/mlflow/")
+    finally:
+        out = _stop(proc, folder)
+    assert status == 503
+    assert "is not an SQLite file" in page and "Traceback" not in page + out

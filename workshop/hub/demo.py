@@ -5,6 +5,10 @@ hub, so this service is a small authenticating reverse proxy: every request and 
 app's websocket must carry the hub's OAuth cookie (a visitor without one is sent to
 the hub's login; a websocket without one is refused), then goes to one Streamlit
 server on 127.0.0.1 that serves the instructor's exported models.
+
+The room's demo runs as ``nobody`` for everyone, so it shows the Test page only
+(``WORKSHOP_PAGES=test``): data sets, runs and training live in each participant's own
+"Demo (my models)", as that participant.
 """
 
 from __future__ import annotations
@@ -153,7 +157,7 @@ def start_streamlit(prefix: str, port: int, artifacts: str) -> subprocess.Popen:
             "--server.enableXsrfProtection=false",
         ],
         cwd=course,
-        env={**os.environ, "ARTIFACTS": artifacts},
+        env={**os.environ, "ARTIFACTS": artifacts, "WORKSHOP_PAGES": "test"},
     )
     deadline = time.monotonic() + 90
     health = f"http://127.0.0.1:{port}/{base}/_stcore/health"

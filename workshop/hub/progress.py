@@ -1,11 +1,12 @@
 """The instructor's progress view: a JupyterHub service at /services/progress/.
 
     participants' kernels --POST api/results (their server token)--> this service
+    participants' trainers --POST api/runs (a finished run's headline metric)--> this service
     instructor's browser  --hub login (OAuth)--> /services/progress/  (table, CSV, release)
 
 Who sent a result is what the hub says the token belongs to, never a name in the
 request. Only the instructor (the hub's admin) reads results or releases solutions.
-Results live in ``$HUB_STATE/progress.sqlite``.
+Results and runs live in ``$HUB_STATE/progress.sqlite``.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import csv
 import html
 import io
 import json
+import math
 import os
 import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,13 +33,20 @@ REFRESH_S = 10
 
 
 class Store:
-    """Every check a participant ran: who, which exercise, pass or fail, the mistake, when."""
+    """Every check a participant ran (who, which exercise, pass or fail, the mistake, when)
+    and every run they finished (module, run id, headline metric and its value, when)."""
 
     def __init__(self, path: Path):
         self.db = sqlite3.connect(path)
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS results (user TEXT NOT NULL, exercise TEXT NOT NULL,"
             " passed INTEGER NOT NULL, mistake TEXT NOT NULL, at REAL NOT NULL)"
+        )
+        # a run reported again (resumed, finished again) replaces its earlier report
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS runs (user TEXT NOT NULL, module TEXT NOT NULL,"
+            " run_id TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL, at REAL NOT NULL,"
+            " PRIMARY KEY (user, run_id))"
         )
         self.db.commit()
 
@@ -57,12 +67,39 @@ class Store:
         keys = ("participant", "exercise", "passed", "mistake", "at", "attempts")
         return [dict(zip(keys, row)) for row in rows]
 
+    def add_run(self, user: str, module: str, run_id: str, metric: str, value: float, at=None):
+        self.db.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+            (user, module, run_id, metric, value, at or time.time()),
+        )
+        self.db.commit()
+
+    def best_runs(self) -> list[dict]:
+        """Each participant's best run per module, with the number of runs they finished.
+
+        Headline metrics (accuracy, AP) are better when higher; the earlier run wins a tie."""
+        rows = self.db.execute(
+            "SELECT user, module, run_id, metric, value, at, n FROM ("
+            "  SELECT *, ROW_NUMBER() OVER (PARTITION BY user, module ORDER BY value DESC, at)"
+            "    AS rank, COUNT(*) OVER (PARTITION BY user, module) AS n FROM runs)"
+            " WHERE rank = 1 ORDER BY user, module"
+        ).fetchall()
+        keys = ("participant", "module", "run_id", "metric", "value", "at", "runs")
+        return [dict(zip(keys, row)) for row in rows]
+
 
 def exercise_order() -> list[str]:
     """The exercises in notebook order (those the checks know), for the table's columns."""
     from workshop.checks import EXERCISES
 
     return list(EXERCISES)
+
+
+def module_order() -> list[str]:
+    """The training modules in course order, for the best-run columns."""
+    from workshop.tracking import MODULES
+
+    return list(MODULES)
 
 
 class Base(HubOAuthenticated, web.RequestHandler):
@@ -113,6 +150,34 @@ class ResultsAPI(Base):
         self.finish({"results": self.store.latest(), "exercises": exercise_order()})
 
 
+class RunsAPI(Base):
+    """POST: a participant's finished run (module, run id, headline metric and value).
+    GET: the instructor reads each participant's best run per module (JSON)."""
+
+    def check_xsrf_cookie(self):
+        pass  # token-authenticated API calls only
+
+    async def post(self):
+        user = self.current_user
+        if user is None:
+            raise web.HTTPError(403, "a participant's hub token is required")
+        try:
+            body = json.loads(self.request.body or b"{}")
+            module, run_id = str(body["module"])[:50], str(body["run_id"])[:64]
+            metric, value = str(body["metric"])[:50], float(body["value"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPError(400, "expected JSON: module, run_id, metric, value") from None
+        if not (module and run_id and metric and math.isfinite(value)):
+            raise web.HTTPError(400, "module, run_id and metric must be named, value finite")
+        self.store.add_run(user["name"], module, run_id, metric, value)
+        self.set_status(201)
+        self.finish({"recorded": run_id, "participant": user["name"]})
+
+    def get(self):
+        self.instructor_only()
+        self.finish({"runs": self.store.best_runs(), "modules": module_order()})
+
+
 async def hub_participants(settings: HubSettings) -> list[str]:
     """The hub's users other than the instructor (participants who have not run a check yet
     still get a row)."""
@@ -129,13 +194,27 @@ async def hub_participants(settings: HubSettings) -> list[str]:
     return sorted(u["name"] for u in json.loads(response.body) if u["name"] != settings.instructor)
 
 
-def table(store: Store, people: list[str]) -> tuple[list[str], list[str], dict]:
-    latest = store.latest()
-    cells = {(r["participant"], r["exercise"]): r for r in latest}
-    order = exercise_order()
-    exercises = order + sorted({r["exercise"] for r in latest} - set(order))
-    people = sorted(set(people) | {r["participant"] for r in latest})
-    return people, exercises, cells
+@dataclass
+class Room:
+    """The instructor's table: a row per participant, a column per exercise and per module."""
+
+    people: list[str]
+    exercises: list[str]
+    cells: dict  # (participant, exercise) -> latest result
+    modules: list[str]
+    best: dict  # (participant, module) -> best run
+
+
+def table(store: Store, people: list[str]) -> Room:
+    latest, runs = store.latest(), store.best_runs()
+    order, course = exercise_order(), module_order()
+    return Room(
+        people=sorted(set(people) | {r["participant"] for r in latest + runs}),
+        exercises=order + sorted({r["exercise"] for r in latest} - set(order)),
+        cells={(r["participant"], r["exercise"]): r for r in latest},
+        modules=course + sorted({r["module"] for r in runs} - set(course)),
+        best={(r["participant"], r["module"]): r for r in runs},
+    )
 
 
 def _when(at: float) -> str:
@@ -148,8 +227,12 @@ class Page(Base):
     @web.authenticated
     async def get(self):
         self.instructor_only()
-        people, exercises, cells = table(self.store, await hub_participants(self.settings_))
+        room = table(self.store, await hub_participants(self.settings_))
+        people, exercises, cells = room.people, room.exercises, room.cells
         head = "".join(f"<th>{html.escape(e)}</th>" for e in exercises)
+        head += "<th>passed</th>" + "".join(
+            f"<th class=run>best run: {html.escape(m)}</th>" for m in room.modules
+        )
         rows = []
         for person in people:
             tds = []
@@ -167,9 +250,9 @@ class Page(Base):
                         f"<td class=fail title='{tip}'>✗ {html.escape(r['mistake'][:60])}</td>"
                     )
             passed = sum(bool(cells.get((person, e), {}).get("passed")) for e in exercises)
-            rows.append(
-                f"<tr><th>{html.escape(person)}</th>{''.join(tds)}<td>{passed}/{len(exercises)}</td></tr>"
-            )
+            tds.append(f"<td>{passed}/{len(exercises)}</td>")
+            tds.extend(_run_cell(room.best.get((person, m))) for m in room.modules)
+            rows.append(f"<tr><th>{html.escape(person)}</th>{''.join(tds)}</tr>")
         released = (self.settings_.share / "solutions").is_dir()
         button = (
             "<p>Solutions are released.</p>"
@@ -189,23 +272,51 @@ class Page(Base):
         )
 
 
+def _run_cell(run: dict | None) -> str:
+    if run is None:
+        return "<td class=none>·</td>"
+    tip = f"run {run['run_id'][:8]}, {run['runs']} finished, {_when(run['at'])}"
+    value = f"{html.escape(run['metric'])} {run['value']:.3f}"
+    return f"<td class=run title='{html.escape(tip, quote=True)}'>{value}</td>"
+
+
+def _utc(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds")
+
+
 class CsvExport(Base):
+    """One row per participant and exercise check, then one per participant and module
+    (``run:<module>``: their best run's metric, value and id; attempts = runs finished)."""
+
     @web.authenticated
     async def get(self):
         self.instructor_only()
-        people, exercises, cells = table(self.store, await hub_participants(self.settings_))
+        room = table(self.store, await hub_participants(self.settings_))
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["participant", "exercise", "result", "mistake", "time_utc", "attempts"])
-        for person in people:
-            for e in exercises:
-                r = cells.get((person, e))
+        writer.writerow(
+            ["participant", "exercise", "result", "mistake", "time_utc", "attempts"]
+            + ["metric", "value", "run_id"]
+        )
+        for person in room.people:
+            for e in room.exercises:
+                r = room.cells.get((person, e))
                 if r is None:
-                    writer.writerow([person, e, "not run", "", "", 0])
+                    writer.writerow([person, e, "not run", "", "", 0, "", "", ""])
                 else:
-                    when = datetime.fromtimestamp(r["at"], UTC).isoformat(timespec="seconds")
                     result = "pass" if r["passed"] else "fail"
-                    writer.writerow([person, e, result, r["mistake"], when, r["attempts"]])
+                    writer.writerow(
+                        [person, e, result, r["mistake"], _utc(r["at"]), r["attempts"], "", "", ""]
+                    )
+            for m in room.modules:
+                r = room.best.get((person, m))
+                if r is None:
+                    writer.writerow([person, f"run:{m}", "not run", "", "", 0, "", "", ""])
+                else:
+                    writer.writerow(
+                        [person, f"run:{m}", "finished", "", _utc(r["at"]), r["runs"]]
+                        + [r["metric"], r["value"], r["run_id"]]
+                    )
         self.set_header("Content-Type", "text/csv; charset=utf-8")
         self.set_header("Content-Disposition", "attachment; filename=workshop-progress.csv")
         self.finish(out.getvalue())
@@ -225,11 +336,12 @@ PAGE = """<!doctype html><html><head><meta charset=utf-8>
 <meta http-equiv=refresh content={refresh}><title>Workshop progress</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:14px}}
-.pass{{background:#d9f2d9}}.fail{{background:#f8d7d7}}.none{{color:#aaa}}</style></head><body>
+.pass{{background:#d9f2d9}}.fail{{background:#f8d7d7}}.none{{color:#aaa}}
+.run{{background:#eef3fb}}</style></head><body>
 <h1>Workshop progress</h1>
-<p>{count} participants · latest result of each exercise check · refreshes every {refresh} s
-(last {now}) · <a href="results.csv">download CSV</a></p>
-<table><tr><th>participant</th>{head}<th>passed</th></tr>
+<p>{count} participants · latest result of each exercise check and best finished run per
+module · refreshes every {refresh} s (last {now}) · <a href="results.csv">download CSV</a></p>
+<table><tr><th>participant</th>{head}</tr>
 {rows}</table>
 {button}
 </body></html>"""
@@ -243,6 +355,7 @@ def make_app(settings: HubSettings, store: Store) -> web.Application:
             (prefix + "results.csv", CsvExport),
             (prefix + "release", Release),
             (prefix + "api/results", ResultsAPI),
+            (prefix + "api/runs", RunsAPI),
             (prefix + "oauth_callback", HubOAuthCallbackHandler),
         ],
         hub_settings=settings,

@@ -160,6 +160,7 @@ class WorkshopSpawner(LocalProcessSpawner):
         def preexec():
             if groups is not None:
                 groups.join(unix)
+            os.umask(0o077)  # what they make (their run store, /tmp files) is theirs alone
             setuid()
             os.chdir(workdir)  # terminals and kernels start beside the notebooks
 

@@ -1,320 +1,55 @@
-"""The workshop's web demo: upload an image of any size, see the class heatmap and the detections.
+"""The workshop's web app, DIGITS in the browser: Test | Data sets | Runs | New run | Job | Compare.
 
     make app        # streamlit run streamlit_app/app.py on http://127.0.0.1:8501
 
-Widgets only: models are the ONNX files under the artifacts folder ($ARTIFACTS,
-default artifacts/), served by ``streamlit_app.predictor.Predictor``. Model
-outputs are cached per (model file, image content), so moving a slider redraws
-without running the network again; sessions are created once per process.
-``?model=alexnet,detectnet`` in the URL preselects models by folder name.
+Each page is one file in ``streamlit_app/pages/`` that only wires widgets to the
+predictor, the data catalog, the run records (``workshop.tracking``) and the jobs
+(``workshop.jobs``). Test (today's demo) is the default page, at ``/``; the others
+sit at ``/<url path>`` of ``PAGES``, e.g. ``/job?run=<run_id>``. A page whose file is
+not there is left out. ``WORKSHOP_PAGES=test`` (the room's shared demo at
+``/services/demo/``, run as user nobody) shows only those pages (comma-separated url
+paths): no training and no data preparation there.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import threading
 from pathlib import Path
 
-import numpy as np
 import streamlit as st
 
-from models.artifacts import artifacts_root
-from models.imageio import BadImage
-from streamlit_app.predictor import MAX_SIDE, Output, Predictor, PredictorError
-from streamlit_app.samples import jpeg_bytes, png_bytes, sample_digit, sample_scene
-
-UPLOAD_MB = 50  # also in .streamlit/config.toml (server.maxUploadSize)
-IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
-KIND_TITLES = {
-    "fcn": "Class heatmap — fully convolutional AlexNet",
-    "detector": "Detections — DetectNet",
-    "mlp": "Handwritten digit — the ex4 MLP",
-}
+HERE = Path(__file__).resolve().parent
+# (file in pages/, title, icon, url path), in the navigation's order; the first is the default
+PAGES = [
+    ("test.py", "Test", ":material/image_search:", "test"),
+    ("datasets.py", "Data sets", ":material/photo_library:", "datasets"),
+    ("runs.py", "Runs", ":material/table_rows:", "runs"),
+    ("new_run.py", "New run", ":material/add_circle:", "new_run"),
+    ("job.py", "Job", ":material/monitoring:", "job"),
+    ("compare.py", "Compare", ":material/compare_arrows:", "compare"),
+]
 
 
-@st.cache_resource(show_spinner=False)
-def load_predictor(path: str, mtime: float) -> Predictor:
-    """One onnxruntime session per model file (and version of it) per process.
-
-    One thread per run: `model_gate` runs one model per core at a time, and more
-    threads than cores made onnxruntime's spinning workers fight (30 sessions uploading
-    1080p photos at once on 2 cores: p95 11.1 s with a thread per core per run, 9.2 s
-    with one). onnxruntime's memory arena keeps its largest buffers for reuse (0.04 s
-    less per 1080p FCN run); its size follows the runs that happen at once, which the
-    gate bounds.
-    """
-    return Predictor(path, memory_arena=True, threads=1)
-
-
-@st.cache_resource(show_spinner=False)
-def model_gate() -> threading.BoundedSemaphore:
-    """At most one model run (or full-size render) per core at a time, for the server.
-
-    A room uploading at once would otherwise run every network and its full-size
-    buffers side by side: no faster (the cores are busy either way), several times the
-    memory (30 concurrent 1080p uploads: about 3 GB), and every visitor waits for the
-    slowest. With the gate they are served in turn.
-    """
-    return threading.BoundedSemaphore(os.cpu_count() or 2)
-
-
-@st.cache_resource(show_spinner=False, max_entries=64)
-def run_model(path: str, mtime: float, digest: str, _data: bytes) -> Output:
-    """Model outputs for one image; keyed on the model file and the image's SHA-256.
-
-    One read-only copy serves every session that shows this image (a data cache would
-    keep a pickled copy besides, and hand each session another: 1080p is 6 MB).
-    """
-    with model_gate():
-        out = load_predictor(path, mtime).infer(_data)
-    for array in (out.image, *out.maps.values()):
-        array.setflags(write=False)
-    return out
-
-
-def model_label(path: Path, predictor: Predictor) -> str:
-    return f"{path.parent.name} ({predictor.kind})"
-
-
-def knows(card: dict) -> str:
-    """The card's classes, the background class marked as the model's "none of these"."""
-    named = ", ".join(card["classes"])
-    return f"{named} + {card['background']} (none of these)" if card["background"] else named
-
-
-def trained_on(card: dict) -> str:
-    data = {True: "synthetic data", False: "real data"}.get(card["synthetic"], "data not recorded")
-    return f"trained on {card['trained_on'] or '?'} ({data})"
-
-
-def model_card(path: Path, p: Predictor) -> None:
-    card = p.card()
-    st.markdown(f"**{path.parent.name}** · `{p.kind}`")
-    st.caption(f"classes: {knows(card)}")
-    st.caption(trained_on(card))
-    if card["metrics"]:
-        st.caption(" · ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in card["metrics"].items()))
-    if not card["background"]:  # a background class says it already: no need to warn
-        st.caption(card["scope"])
-
-
-def show_verdict(verdict: dict, where=st) -> None:
-    where.markdown(f"**{verdict['text']}**", help=f"Rule: {verdict['rule']}")
-
-
-@st.fragment
-def show_fcn(p: Predictor, out: Output, key: str) -> None:
-    top = p.top_classes(out, k=len(p.classes))
-    verdict = p.verdict(out)
-    show_verdict(verdict)
-    left, right = st.columns([3, 1])
-    with right:
-        st.markdown("**Top classes** (peak over the image)")
-        st.dataframe(
-            {
-                "class": [t["class"] for t in top],
-                "probability": [round(t["score"], 4) for t in top],
-            },
-            hide_index=True,
-        )
-        objects = [t["class"] for t in top if t["class"] in p.object_classes]
-        default = ([s["class"] for s in verdict["seen"]] + objects + [top[0]["class"]])[0]
-        cls = st.selectbox("Class", p.classes, index=p.classes.index(default), key=f"{key}-class")
-        opacity = st.slider("Opacity", 0.0, 1.0, 0.6, 0.05, key=f"{key}-opacity")
-    reduce = p.preview_reduction(out)
-    with model_gate():  # full-size float buffers: one render per core at a time
-        shown = jpeg_bytes(p.heatmap(out, cls, opacity=opacity, reduce=reduce))
-    half = " (preview at half size; the download is full size)" if reduce > 1 else ""
-    with left:
-        st.image(shown, caption=f"P({cls}) per 224 window, 32 px apart{half}", width="stretch")
-        # made on click, so a session does not hold a full-size picture per model
-        full = lambda: png_bytes(p.heatmap(out, cls, opacity=opacity))  # noqa: E731
-        st.download_button(
-            "Download overlay (PNG)",
-            full,
-            file_name=f"heatmap_{cls}.png",
-            mime="image/png",
-            key=f"{key}-dl",
-            on_click="ignore",
-        )
-
-
-@st.fragment
-def show_detector(p: Predictor, out: Output, key: str) -> None:
-    verdict_slot = st.empty()  # filled once the sliders have chosen the boxes
-    left, right = st.columns([3, 1])
-    with right:
-        threshold = st.slider(
-            "Confidence",
-            0.05,
-            0.95,
-            float(p.meta.get("threshold", 0.5)),
-            0.05,
-            key=f"{key}-threshold",
-        )
-        iou = st.slider(
-            "Overlap (clustering IoU)",
-            0.1,
-            0.9,
-            float(p.meta.get("cluster_iou", 0.4)),
-            0.05,
-            key=f"{key}-iou",
-        )
-        shown = st.multiselect("Classes", p.classes, default=p.classes, key=f"{key}-classes")
-    with model_gate():
-        dets = p.detections(out, threshold=threshold, iou=iou, classes=shown)
-        picture = jpeg_bytes(p.draw(out, dets, reduce=p.preview_reduction(out)))
-    show_verdict(p.verdict(out, threshold=threshold, detections=dets), verdict_slot)
-    with left:
-        st.image(
-            picture,
-            caption=f"{len(dets)} detection{'s' * (len(dets) != 1)}",
-            width="stretch",
-        )
-    with right:
-        if dets:
-            table = {
-                "class": [d["class"] for d in dets],
-                "score": [round(d["score"], 3) for d in dets],
-            }
-            st.dataframe(table, hide_index=True)
-        coco = json.dumps(p.coco_results(out, dets), indent=1)
-        st.download_button(
-            "Download detections (COCO JSON)",
-            coco,
-            key=f"{key}-json",
-            file_name="detections.json",
-            mime="application/json",
-            on_click="ignore",
-        )
-        st.download_button(
-            "Download picture (PNG)",
-            lambda: png_bytes(p.draw(out, dets)),
-            file_name="detections.png",
-            mime="image/png",
-            key=f"{key}-png",
-            on_click="ignore",
-        )
-
-
-@st.fragment
-def show_mlp(p: Predictor, out: Output, key: str) -> None:
-    probs = out.maps["probabilities"]
-    show_verdict(p.verdict(out))
-    left, right = st.columns([1, 2])
-    with left:
-        best = int(np.argmax(probs))
-        st.metric(
-            "Prediction", p.classes[best], f"{probs[best]:.1%} (sigmoid output)", delta_color="off"
-        )
-        side = p.meta.get("input_size", [20, 20])
-        digit = out.extra["digit"].reshape(side[1], side[0]).T  # column-major, as trained
-        st.image((digit * 255).astype(np.uint8), caption="what the network sees (20x20)", width=160)
-    with right:
-        st.bar_chart(
-            {"probability": {c: float(v) for c, v in zip(p.classes, probs)}},
-            x_label="digit",
-            y_label="output",
-        )
-
-
-SHOW = {"fcn": show_fcn, "detector": show_detector, "mlp": show_mlp}
+def shown_pages(environ=os.environ) -> list[tuple[str, str, str, str]]:
+    """The PAGES whose file exists, limited to $WORKSHOP_PAGES's url paths when it is set
+    (Test alone when none of them is known)."""
+    wanted = {w.strip() for w in environ.get("WORKSHOP_PAGES", "").split(",") if w.strip()}
+    found = [
+        page
+        for page in PAGES
+        if (HERE / "pages" / page[0]).is_file() and (not wanted or page[3] in wanted)
+    ]
+    return found or PAGES[:1]
 
 
 def main() -> None:
-    st.set_page_config(
-        page_title="Workshop demo: heatmaps and detections", page_icon="🔎", layout="wide"
-    )
-    st.title("From a classifier to a detector")
-    st.caption(
-        "Upload an image of any size: the fully convolutional AlexNet maps where each "
-        "class is, DetectNet boxes the objects. All on onnxruntime."
-    )
-
-    paths = sorted(artifacts_root().glob("*/model.onnx"))
-    if not paths:
-        st.info(
-            f"No exported models in `{artifacts_root()}/` yet. Run `make demo` (it trains the "
-            "three workshop models on generated data, exports them to ONNX and starts this "
-            "app), or `make export` if they are trained already."
-        )
-        st.stop()
-    predictors, broken = {}, []
-    for path in paths:
-        try:
-            predictors[path] = load_predictor(str(path), path.stat().st_mtime)
-        except PredictorError as err:
-            broken.append(str(err))
-    for message in broken:
-        st.warning(message)
-    if not predictors:
-        st.stop()
-
-    wanted = st.query_params.get("model", "")
-    by_name = {p.parent.name: p for p in predictors}
-    if wanted:
-        default = [by_name[n] for n in wanted.split(",") if n in by_name]
-    else:
-        default = [p for p, pr in predictors.items() if pr.kind != "mlp"]
-    with st.sidebar:
-        st.header("Models")
-        chosen = st.multiselect(
-            "Run",
-            list(predictors),
-            default=default or list(predictors)[:1],
-            format_func=lambda p: model_label(p, predictors[p]),
-        )
-        for path in chosen:
-            model_card(path, predictors[path])
-        provider = next(iter(predictors.values())).provider
-        st.caption(f"onnxruntime provider: `{provider}`")
-
-    upload = st.file_uploader(
-        f"An image (any size; over {MAX_SIDE} px it is scaled down)",
-        type=IMAGE_TYPES,
-        max_upload_size=UPLOAD_MB,
-    )
-    digits_only = chosen and all(predictors[p].kind == "mlp" for p in chosen)
-    if st.button("Draw a sample digit" if digits_only else "Generate a sample scene"):
-        n = st.session_state.get("samples", 0) + 1
-        st.session_state["samples"] = n
-        if digits_only:
-            st.session_state["sample"] = ("sample digit.png", sample_digit(n)[0])
-        else:
-            st.session_state["sample"] = ("sample scene.jpg", sample_scene(n))
-    if upload is not None:
-        name, data = upload.name, upload.getvalue()
-    elif "sample" in st.session_state:
-        name, data = st.session_state["sample"]
-    else:
-        st.info("Upload an image, or generate a sample scene.")
-        return
-    if not chosen:
-        st.info("Pick a model in the sidebar.")
-        return
-
-    digest = hashlib.sha256(data).hexdigest()
-    for path in chosen:
-        p = predictors[path]
-        st.subheader(KIND_TITLES[p.kind])
-        try:
-            with st.spinner(f"running {path.parent.name} ..."):
-                out = run_model(str(path), path.stat().st_mtime, digest, data)
-        except BadImage as err:
-            st.error(f"{name}: {err}")
-            return
-        w, h = out.original_size
-        note = (
-            ""
-            if (w, h) == out.image.shape[1::-1]
-            else (f", shown at {out.image.shape[1]}x{out.image.shape[0]}")
-        )
-        st.caption(f"{name}: {w}x{h}{note} · {1e3 * out.seconds:.0f} ms on {p.provider}")
-        card = p.card()
-        st.caption(f"{path.parent.name} knows {knows(card)}; {trained_on(card)}")
-        SHOW[p.kind](p, out, key=path.parent.name)
+    st.set_page_config(page_title="Workshop: DIGITS in the browser", page_icon="🔎", layout="wide")
+    pages = [
+        st.Page(f"pages/{file}", title=title, icon=icon, url_path=url, default=k == 0)
+        for k, (file, title, icon, url) in enumerate(shown_pages())
+    ]
+    st.navigation(pages, position="top" if len(pages) > 1 else "hidden").run()
 
 
-main()
+if __name__ == "__main__":  # streamlit runs it so; a test imports shown_pages
+    main()

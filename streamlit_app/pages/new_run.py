@@ -1,0 +1,152 @@
+"""New run / Clone: every setting of a trainer's config, its LR schedule, the device; Train.
+
+?module=alexnet preselects a module; ?clone=<run_id> fills the form from that run's params,
+marks each field changed since, and records cloned_from on the new run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import streamlit as st
+
+from streamlit_app import runs_view as view
+from workshop import jobs, tracking
+
+
+@st.cache_resource(show_spinner=False)
+def devices() -> dict[str, str]:
+    return view.devices()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def lr_schedule(module: str, settings: tuple, steps: int):
+    return view.lr_schedule(module, dict(settings), steps)
+
+
+st.title("New run")
+
+clone_id = st.query_params.get("clone")
+clone = None
+if clone_id:
+    try:
+        clone = tracking.get_run(clone_id)
+    except view.ERRORS as err:
+        st.error(view.sentence(err))
+        st.stop()
+
+if clone:
+    module = clone["module"]
+    st.caption(f"Clone of {view.label(clone)} · {clone['status']} · {view.data_set(clone)}")
+else:
+    asked = st.query_params.get("module")
+    module = (
+        st.segmented_control(
+            "Module",
+            tracking.MODULES,
+            default=asked if asked in tracking.MODULES else "alexnet",
+            key="module",
+        )
+        or "alexnet"
+    )
+
+fields = view.form_fields(module)
+start = view.initial_values(module, clone)
+key = f"{clone_id or 'new'}-{module}"
+summary = st.empty()
+values, slots = {}, {}
+
+
+def float_step(value: float) -> float:
+    """A step of the value's own order of magnitude (lr 0.001 steps by 0.001, not 0.01)."""
+    return 10.0 ** math.floor(math.log10(abs(value))) if value else 0.1
+
+
+columns = st.columns(2)
+for i, field in enumerate(fields):
+    name, kind = field["name"], view.type_name(field)
+    value = start.get(name, field["default"])
+    help_text = f"{field['comment']} (default: {field['default']})"
+    where = columns[i % 2]
+    wkey = f"{key}-{name}"
+    if name == "device":
+        options = devices()
+        if value not in options:  # a cloned run's device that this machine lacks: kept, validated
+            options = {**options, value: f"{value} (not on this machine)"}
+        values[name] = where.selectbox(
+            name,
+            list(options),
+            index=list(options).index(value),
+            format_func=options.get,
+            help=help_text,
+            key=wkey,
+        )
+    elif kind == "bool":
+        values[name] = where.checkbox(name, value=bool(value), help=help_text, key=wkey)
+    elif kind == "int":
+        values[name] = where.number_input(name, value=int(value), step=1, help=help_text, key=wkey)
+    elif kind == "float":
+        values[name] = where.number_input(
+            name,
+            value=float(value),
+            step=float_step(float(value)),
+            format="%g",
+            help=help_text,
+            key=wkey,
+        )
+    else:
+        values[name] = where.text_input(name, value=str(value), help=help_text, key=wkey)
+    slots[name] = where.empty()
+
+changed = view.changes(start, values) if clone else {}
+errors = jobs.validate(module, values)
+for name, slot in slots.items():
+    if name in errors:
+        slot.error(errors[name])
+    elif name in changed:
+        slot.caption(f":orange[changed — was {changed[name][0]}]")
+if clone:
+    summary.info(view.changes_summary(changed) if changed else "Same settings as the cloned run.")
+
+st.subheader("Learning rate schedule")
+if module == "mlp":
+    schedule = view.lr_schedule(module, values, 1)
+    if schedule is None:
+        st.caption(f"{values['optimizer']} chooses each step by line search: no learning rate.")
+    else:
+        st.line_chart(schedule, x_label="iteration", y_label="step size")
+        st.caption("Gradient descent with Nesterov momentum: a fixed step size.")
+elif "lr" in errors or "epochs" in errors or "batch_size" in errors:
+    st.caption("Fix the settings above to see the schedule.")
+else:
+    known = view.train_images(clone) if clone else None
+    images = st.number_input(
+        "training images (for this preview; the trainer counts its own data)",
+        min_value=1,
+        value=known or 1000,
+        step=100,
+        key=f"{key}-preview-images",
+    )
+    steps = view.steps_per_epoch(values, images)
+    st.line_chart(
+        lr_schedule(module, tuple(sorted(values.items())), steps),
+        x_label="epoch",
+        y_label="learning rate",
+    )
+    st.caption(
+        f"AdamW with a one-cycle schedule over {values['epochs']} epochs × {steps} steps, "
+        f"peak {values['lr']:g} after {view.PCT_START[module]:.0%} of the steps "
+        "(torch's OneCycleLR)."
+    )
+
+if st.button("Train", type="primary"):
+    if errors:
+        named = [k for k in values if k in errors] + [k for k in errors if k not in values]
+        st.error(f"Not started: {', '.join(named)} refused (the reasons are beside them).")
+    else:
+        try:
+            run_id = jobs.submit(module, values, cloned_from=clone_id)
+        except view.ERRORS as err:
+            st.error(f"Not started: {view.sentence(err)}")
+        else:
+            st.switch_page(view.PAGES / "job.py", query_params={"run": run_id})

@@ -386,22 +386,19 @@ def test_the_launcher_has_the_participants_demo_and_their_runs(tmp_path):
     python = str(tmp_path / "share" / "env" / "bin" / "python")
     titles = {name: s["launcher_entry"]["title"] for name, s in servers.items()}
     assert titles == {"demo": "Demo (my models)", "mlflow": "Runs (MLflow)"}
-    render = {"unix_socket": "/tmp/private/socket", "base_url": "/user/alice/"}
+    render = {"unix_socket": "/tmp/private/socket", "base_url": "/user/alice/", "port": 8765}
     mlflow = [arg.format(**render) for arg in servers["mlflow"]["command"]]
-    assert mlflow == [
-        python,
-        "-m",
-        "workshop.hub.runs_ui",
+    assert mlflow == [python, "-m", "workshop.hub.runs_ui"] + [
         "/tmp/private/socket",
         "/user/alice/mlflow",
     ]
+    # a socket in a folder of the participant's own: no port others could reach
+    assert servers["mlflow"]["unix_socket"] is True
     demo = [arg.format(**render) for arg in servers["demo"]["command"]]
-    assert "--server.address=unix:///tmp/private/socket" in demo
-    assert "--server.baseUrlPath=/user/alice/demo" in demo
+    assert "--server.baseUrlPath=/user/alice/demo" in demo and "--server.port=8765" in demo
     for server in servers.values():
-        # a socket in a folder of the participant's own (no port others could reach); the
-        # whole path forwarded, so the app serves its pages under /user/<name>/<entry>/
-        assert server["unix_socket"] is True and server["absolute_url"] is True
+        # the whole path forwarded: the app serves its pages under /user/<name>/<entry>/
+        assert server["absolute_url"] is True
 
 
 class _UnixConnection(http.client.HTTPConnection):

@@ -31,9 +31,10 @@ PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 # The participants' JupyterLab: no news pop-up, no extension manager (the room is offline
 # and shares one environment), busy kernels count as activity, and two apps of their own in
 # the launcher, behind their login: their demo (every page of the web app, training as them)
-# and MLflow's UI on their own store. Both listen on a Unix socket in a folder only the
+# and MLflow's UI on their own store. MLflow listens on a Unix socket in a folder only the
 # participant can enter (jupyter-server-proxy's mkdtemp, 0700), not on a loopback port that
-# every account on the machine could connect to and drive.
+# every account on the machine could connect to; Streamlit 1.67 (Starlette) has no Unix
+# sockets, so the demo still listens on a loopback port.
 SERVER_CONFIG = """\
 # Written by the workshop hub (workshop/hub/environment.py); rewritten at every start.
 c = get_config()  # noqa
@@ -44,12 +45,11 @@ c.ServerApp.jpserver_extensions.update({{"workshop.hub.activity": True}})
 c.ServerProxy.servers = {{
     "demo": {{
         "command": [{python!r}, "-m", "streamlit", "run", {app!r},
-                    "--server.address=unix://{{unix_socket}}",
+                    "--server.address=127.0.0.1", "--server.port={{port}}",
                     "--server.baseUrlPath={{base_url}}demo",
                     "--server.headless=true", "--server.fileWatcherType=none",
                     "--browser.gatherUsageStats=false", "--server.enableCORS=false",
                     "--server.enableXsrfProtection=false", "--server.maxUploadSize=50"],
-        "unix_socket": True,
         "absolute_url": True,
         "timeout": 60,
         "launcher_entry": {{"title": "Demo (my models)", "path_info": "demo/"}},

@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m workshop.hub.runs_ui SOCKET PREFIX", file=sys.stderr)
         return 2
     socket_path, prefix = argv
+    store = tracking.store_path()
+    store.parent.mkdir(parents=True, exist_ok=True)
+    os.chdir(store.parent)  # a new store's Default experiment keeps its files beside the others
     try:
-        store = tracking.store_path()
         tracking.client()  # opens the store (or makes it), as the trainers will
     except tracking.TrackingError as err:
         print(err, file=sys.stderr)

@@ -4,7 +4,7 @@ A `LocalProcessSpawner` whose servers run as ``<prefix><login>`` (so no login na
 be a system account such as ``root``), made at first login with a 0700 home. Before a
 server starts, the participant's ``~/workshop`` gets any course notebook it lacks (as
 that user, so nothing they wrote is touched and no link they made is followed by root),
-and the server process joins the participant's cgroup before dropping root.
+and the server process joins the participant's cgroup before dropping root, with umask 077.
 """
 
 from __future__ import annotations

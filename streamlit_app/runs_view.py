@@ -11,6 +11,7 @@ Runs come as workshop.tracking.list_runs/get_run give them: {"run_id", "module",
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import socket
@@ -185,6 +186,43 @@ def curves(histories: dict[str, dict[str, list[tuple[int, float]]]]) -> dict[str
             frame.index.name = "step"
             out[metric] = frame
     return out
+
+
+def line_chart(frame: pd.DataFrame, y_title: str, *, bold: str | None = None) -> tuple:
+    """(long-form data, Vega-Lite spec) for st.vega_lite_chart: one line per column of
+    ``frame`` over its index, points where they are few (one epoch is still seen), the
+    column ``bold`` drawn thicker (Compare's best run). Built by hand: st.line_chart's
+    Altair round trip cost 0.13 s per chart here, this 0.005 s."""
+    x = frame.index.name or "step"
+    data = frame.rename_axis(x).reset_index().melt(x, var_name="series", value_name="value")
+    data = data.dropna()
+    width = {"value": 2}
+    if bold is not None:
+        width = {
+            "condition": {"test": f"datum.series === {json.dumps(bold)}", "value": 4},
+            "value": 1.5,
+        }
+    spec = {
+        "mark": {"type": "line", "point": len(frame) <= 50, "tooltip": True},
+        "encoding": {
+            "x": {"field": x, "type": "quantitative", "title": x},
+            "y": {
+                "field": "value",
+                "type": "quantitative",
+                "title": y_title,
+                "scale": {"zero": False},
+            },
+            "color": {
+                "field": "series",
+                "type": "nominal",
+                "title": None,
+                "legend": {"orient": "bottom"},
+            },
+            "strokeWidth": width,
+        },
+        "height": 260,
+    }
+    return data, spec
 
 
 # ------------------------------------------------------------------------ job page

@@ -329,3 +329,65 @@ def test_a_broken_store_gives_one_sentence(store):
         at = open_page(page)
         assert_clean(at)
         assert len(at.error) == 1 and "is not an SQLite file" in at.error[0].value
+
+
+# ------------------------------------------------------------------------ end to end, timing
+
+
+@pytest.mark.slow
+def test_a_job_started_from_the_form_trains_and_its_page_follows_it(store):
+    at = open_page("new_run", module="mlp")
+    widget(at, "maxiter").set_value(5)
+    widget(at, "baselines").uncheck().run()
+    at.button[0].click().run()  # Train: a real job, the trainer in a child process
+    assert_clean(at)
+    run_id = at.query_params["run"]
+    assert any("Job mlp" in t.value for t in at.title)
+    at.switch_page(str(PAGES / "job.py"))  # AppTest reruns the page it was last sent to
+    seen, deadline = set(), time.monotonic() + 300
+    while (status := tracking.get_run(run_id)["status"]) in view.LIVE:
+        assert time.monotonic() < deadline, jobs.log_tail(run_id)
+        at.run()  # the page as its 2 s refresh draws it
+        assert_clean(at)
+        if status == "RUNNING" and at.button and at.button[0].label == "Abort":
+            seen.add("live")
+        time.sleep(0.5)
+    at.run()
+    assert_clean(at)
+    assert status == "FINISHED" and at.success[0].value == "Finished.", jobs.log_tail(run_id)
+    assert [m.label for m in at.metric] == ["test_accuracy"]
+    assert [m.value for m in at.markdown] == ["**loss**", "**accuracy**"]  # cost; train/test
+    assert "MLP 400-25-10 on sklearn-digits-20x20" in at.code[0].value  # the log's tail
+    print(f"live view seen while it ran: {bool(seen)}")
+
+
+def timed(at: AppTest, repeats: int = 3) -> float:
+    """The best of a few script runs of the open page (the server's work for one view)."""
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        at.run()
+        best = min(best, time.perf_counter() - start)
+    assert_clean(at)
+    return best
+
+
+@pytest.mark.slow
+def test_runs_with_200_runs_and_compare_of_5_each_render_within_a_second(store):
+    history = {
+        m: [1.0, 0.8, 0.6, 0.5, 0.4] for m in ("train_loss", "val_loss", "val_accuracy", "lr")
+    }
+    ids = [
+        record(
+            store, "alexnet", {**TINY_ALEXNET, "lr": 0.001 * (1 + k % 4), "seed": k % 3}, history
+        )
+        for k in range(200)
+    ]
+    at = open_page("runs")
+    assert len(at.dataframe[0].value) == 200
+    runs_s = timed(at)
+    at = open_page("compare", runs=",".join(ids[:5]))
+    assert len(at.markdown) == 4  # four metrics overlaid
+    compare_s = timed(at)
+    print(f"Runs page, 200 runs: {runs_s:.3f} s; Compare, 5 runs: {compare_s:.3f} s")
+    assert runs_s <= 1.0 and compare_s <= 1.0

@@ -28,15 +28,18 @@ try:
         ids = picked
     runs = [tracking.get_run(run_id) for run_id in ids]
     histories = {
-        view.label(run): tracking.metric_history(run["run_id"], list(view.CURVES)) for run in runs
+        view.label(run): tracking.metric_history(run["run_id"], view.curve_keys(run, view.CURVES))
+        for run in runs
     }
 except view.ERRORS as err:
     st.error(view.sentence(err))
     st.stop()
 
 best = view.best_run(runs)
+best_label = None
 if best:
     winner = next(run for run in runs if run["run_id"] == best)
+    best_label = view.label(winner)
     name, value = tracking.headline(winner)
     st.success(f"Best on validation: {view.label(winner)} ({name} {value:.4f}).")
 else:
@@ -50,9 +53,7 @@ columns = st.columns(2)
 for i, (metric, frame) in enumerate(frames.items()):
     where = columns[i % 2]
     where.markdown(f"**{view.CURVES[metric]}**")
-    where.line_chart(frame, x_label=frame.index.name, height=260)
-
-best_label = view.label(winner) if best else None
+    where.vega_lite_chart(*view.line_chart(frame, metric, bold=best_label), width="stretch")
 
 
 def mark_best(column):

@@ -29,13 +29,13 @@ def act(action, run_id: str) -> None:
 
 
 def charts(run: dict) -> None:
-    history = tracking.metric_history(run["run_id"], view.chart_metrics())
+    history = tracking.metric_history(run["run_id"], view.curve_keys(run, view.chart_metrics()))
     frames = view.job_charts(history)
     if not frames:
         st.caption("No epoch finished yet: the graphs start with the first one.")
     for column, (title, frame) in zip(st.columns(max(1, len(frames))), frames.items()):
         column.markdown(f"**{title}**")
-        column.line_chart(frame, x_label=frame.index.name, height=260)
+        column.vega_lite_chart(*view.line_chart(frame, title), width="stretch")
 
 
 def log(run: dict, lines: int = 40) -> None:

@@ -114,7 +114,7 @@ if module == "mlp":
     if schedule is None:
         st.caption(f"{values['optimizer']} chooses each step by line search: no learning rate.")
     else:
-        st.line_chart(schedule, x_label="iteration", y_label="step size")
+        st.vega_lite_chart(*view.line_chart(schedule, "step size"), width="stretch")
         st.caption("Gradient descent with Nesterov momentum: a fixed step size.")
 elif "lr" in errors or "epochs" in errors or "batch_size" in errors:
     st.caption("Fix the settings above to see the schedule.")
@@ -128,11 +128,8 @@ else:
         key=f"{key}-preview-images",
     )
     steps = view.steps_per_epoch(values, images)
-    st.line_chart(
-        lr_schedule(module, tuple(sorted(values.items())), steps),
-        x_label="epoch",
-        y_label="learning rate",
-    )
+    schedule = lr_schedule(module, tuple(sorted(values.items())), steps)
+    st.vega_lite_chart(*view.line_chart(schedule, "learning rate"), width="stretch")
     st.caption(
         f"AdamW with a one-cycle schedule over {values['epochs']} epochs × {steps} steps, "
         f"peak {values['lr']:g} after {view.PCT_START[module]:.0%} of the steps "

@@ -2,20 +2,25 @@
 
     python -m workshop.jobs runner     # the queue runner; submit() and resume() start it
 
-A job is an MLflow run in the store workshop.tracking owns ($ARTIFACTS/mlflow.db). It walks
-SCHEDULED (queued) -> RUNNING -> FINISHED | FAILED | KILLED. ``submit`` records it queued, with
-every setting of the trainer's config as params. The runner (one per $ARTIFACTS: it holds a lock
-on $ARTIFACTS/jobs.lock, and is started detached, so it outlives a reload or a restart of the
-app) takes the oldest queued run and starts
+A job is an MLflow run in the store workshop.tracking owns ($ARTIFACTS/mlflow.db), written
+through its functions. It walks SCHEDULED (queued) -> RUNNING -> FINISHED | FAILED | KILLED.
+``submit`` records it queued, with every setting of the trainer's config as params. The runner
+(one per $ARTIFACTS: it holds a lock on $ARTIFACTS/jobs.lock, and is started detached, so it
+outlives a reload or a restart of the app) takes the oldest queued run and starts
 
     python -m workshop.train_<module> --k=v ... --out_dir=$ARTIFACTS/<module>-<run_id[:8]>
 
 in a process group of its own, with WORKSHOP_RUN_ID set: the trainer's Tracker continues that
 run (metrics, and FINISHED, or KILLED on Abort's SIGTERM). Its output goes to
-<out_dir>/train.log. A crash, an OOM or an Abort ends the child only; the app only reads the
-store and signals the child's process group. When the child has exited and its run is still
-open (the child was SIGKILLed, or tracking was off in it), the runner closes the run itself,
-a failure with the log's last lines. The runner stops when the queue is empty.
+<out_dir>/train.log. A crash, an OOM or an Abort ends the child only, never the app. When the
+child has exited and its run is still open (it was SIGKILLed, or tracking was off in it), the
+runner closes the run itself: a failure gets the log's last lines. The runner stops when the
+queue is empty.
+
+A job's tags, besides the Tracker's: queued_at (ISO time; the tag that makes a run a job),
+cwd (where relative paths in its settings point), out_dir, runner_pid and pid (the child),
+cloned_from, and as it goes: abort_requested, cancelled, resume ("true"), exit_code, error and
+log_tail (a failure's last line, its last lines), onnx (once exported).
 """
 
 from __future__ import annotations

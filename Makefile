@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 ARTIFACTS ?= artifacts
 LAB_PORT ?= 8888
 APP_PORT ?= 8501
+RUNS_PORT ?= 5000
 # Real data (online): make data DATASET=cats-dogs|coco|mnist [CATEGORIES=cat,dog], then the
 # same DATASET (and CATEGORIES) for the trainers. ARGS passes any other trainer option.
 # cats-dogs adds a "background" class from COCO photos; BACKGROUND=0 keeps DIGITS' two classes.
@@ -25,7 +26,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup proxy hub hub-release browser test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo clean
+.PHONY: setup proxy hub hub-release browser test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo runs clean
 
 setup: $(STAMP)
 
@@ -100,6 +101,13 @@ train-alexnet: setup
 # Module 3 on the synthetic scenes; starts from module 2's features when they exist.
 train-detectnet: setup
 	$(PY) -m workshop.train_detectnet $(TRAIN_DATA) $(if $(CATEGORIES),--categories=$(CATEGORIES)) $(ARGS)
+
+# MLflow's own UI on the runs the trainers recorded in $(ARTIFACTS)/mlflow.db (Ctrl-C stops it).
+runs: setup
+	@mkdir -p $(ARTIFACTS)
+	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m mlflow ui --host 127.0.0.1 --port $(RUNS_PORT) --workers 1 \
+	  --backend-store-uri sqlite:///$(abspath $(ARTIFACTS))/mlflow.db \
+	  --default-artifact-root $(abspath $(ARTIFACTS))/mlruns
 
 # Every trained model under $(ARTIFACTS) -> model.onnx beside its checkpoint, verified.
 export: setup

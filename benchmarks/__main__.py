@@ -22,6 +22,7 @@ from benchmarks import (
     mlp_bench,
     pipeline,
     realdata,
+    tracking_bench,
     training,
 )
 from benchmarks.common import RESULTS, environment, write_results
@@ -29,6 +30,7 @@ from benchmarks.common import RESULTS, environment, write_results
 SECTIONS = {
     "mlp": mlp_bench,
     "training": training,
+    "tracking": tracking_bench,
     "inference": fcn_latency,
     "app": app_latency,
     "hub": hub_bench,

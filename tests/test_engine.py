@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from models.mlp import MLP
-from workshop import engine
+from workshop import engine, runs
 from workshop.distributed import Dist
 from workshop.plots import plot_history
 from workshop.resume import seed_everything
@@ -102,7 +102,7 @@ def tiny_fit(out, epochs: int, resume: bool = False, seed_before: int = 0, plot=
         resume=resume,
         channels_last=False,
     )
-    run = engine.Run(torch.device("cpu"), Dist(), 1.0, out, lambda *a: None)
+    run = runs.Run(torch.device("cpu"), Dist(), 1.0, out, lambda *a: None)
     torch.manual_seed(0)
     net = MLP(input_layer_size=4, hidden_layer_size=8, num_labels=2)
     model, raw = engine.prepare_model(net, run.device, channels_last=False, d=run.d)

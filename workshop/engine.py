@@ -1,10 +1,9 @@
 """The training loops shared by modules 2 and 3: one epoch, evaluation, and the whole fit.
 
-bf16 autocast on CUDA, channels_last, optional torch.compile, DDP (workshop.distributed)
-with an ``is_main`` gate around printing and saving, deterministic per-epoch shuffling
-(``set_epoch`` semantics), and the resumable state (workshop.resume) written every epoch,
-so a run killed at any moment and resumed ends with exactly the weights of an
-uninterrupted run.
+bf16 autocast on CUDA, channels_last, optional torch.compile, DDP (workshop.distributed),
+deterministic per-epoch shuffling (``set_epoch`` semantics) and an exact resume: a run killed
+at any moment and resumed ends with the weights of an uninterrupted run. What a trainer keeps
+of its run (the saved state, files, the run's record) is workshop.runs'.
 """
 
 from __future__ import annotations
@@ -13,84 +12,15 @@ import contextlib
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from models.checkpoint import save_checkpoint
-from workshop.artifacts import artifacts_dir, write_json
-from workshop.distributed import Dist, describe_device, pick_device, setup_distributed
-from workshop.resume import resume_if_asked, save_training_state, seed_everything
-
-# ------------------------------------------------------------------ a trainer's start
-
-
-@dataclass
-class Run:
-    """What every trainer decides before it loads data."""
-
-    device: torch.device
-    d: Dist
-    width: float  # the channel multiplier actually used
-    out: Path  # the artifacts folder
-    log: Callable  # print on the main process, nothing elsewhere
-
-
-def start_run(cfg, model: str) -> Run:
-    """Check the common options, pick the device, join DDP, seed; SystemExit with a message.
-
-    ``cfg`` has ``synthetic_size``, ``device``, ``width`` (0: 0.25 on CPU, 1.0 on
-    CUDA), ``out_dir`` and ``seed``; ``model`` names the artifacts subfolder.
-    """
-    if cfg.synthetic_size not in ("full", "small"):
-        raise SystemExit(
-            f"error: --synthetic_size must be full or small, not {cfg.synthetic_size!r}"
-        )
-    try:
-        device = pick_device(cfg.device)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    d = setup_distributed(device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    width = cfg.width or (1.0 if device.type == "cuda" else 0.25)
-    out = Path(cfg.out_dir) if cfg.out_dir else artifacts_dir(model)
-    seed_everything(cfg.seed)
-    return Run(device, d, width, out, print if d.is_main else (lambda *a, **k: None))
-
-
-def run_metrics(run: Run, cfg, *, train_seconds: float, ranks: dict, dataset: str) -> dict:
-    """What every trainer's metrics.json says about how it ran; ``ranks`` from end_run."""
-    return {
-        "train_seconds": train_seconds,
-        "device": describe_device(run.device),
-        "world_size": run.d.world_size,
-        **ranks,
-        "width": run.width,
-        "dataset": dataset,
-        "config": asdict(cfg),
-    }
-
-
-def save_trained(out: Path, model, *, model_name, model_args, meta, metrics, headline) -> None:
-    """The finished run: checkpoint.pt (its meta carrying the ``headline`` metrics that have
-    a value, for the exported model's card) and metrics.json."""
-    shown = {k: metrics[k] for k in headline if metrics.get(k) is not None}
-    save_checkpoint(
-        out / "checkpoint.pt",
-        model,
-        model_name=model_name,
-        model_args=model_args,
-        epoch=metrics["epochs"],
-        metrics=metrics,
-        meta={**meta, "metrics": shown},
-    )
-    write_json(out / "metrics.json", metrics)
-
+from workshop.distributed import Dist
+from workshop.resume import resume_if_asked
+from workshop.runs import Run, record_epoch
 
 # ------------------------------------------------------------- model and optimizer
 
@@ -215,11 +145,9 @@ def train_one_epoch(
             )
         total_correct += int(correct or 0)
         seen += n
-        shown = {"loss": f"{total_loss / seen:.3f}"}
-        if correct is not None:
-            shown["acc"] = f"{total_correct / seen:.1%}"
-        shown["img_s"] = f"{seen * d.world_size / (time.perf_counter() - start):.0f}"
-        bar.set_postfix(shown)
+        acc = {} if correct is None else {"acc": f"{total_correct / seen:.1%}"}
+        img_s = seen * d.world_size / (time.perf_counter() - start)
+        bar.set_postfix({"loss": f"{total_loss / seen:.3f}", **acc, "img_s": f"{img_s:.0f}"})
     seconds = time.perf_counter() - start
     stats = {
         "loss": total_loss / seen,
@@ -272,20 +200,21 @@ class Fitted:
 
 
 def fit(run: Run, cfg, model, raw, optimizer, scheduler, job: Job) -> Fitted:
-    """Train until cfg.epochs (after resuming from out/train_state.pt when cfg.resume).
+    """Train ``run`` until cfg.epochs, resuming when cfg.resume.
 
     Each epoch: this rank's shuffled batches (cut to cfg.max_steps), one training pass, the
-    held-out pass, a log line; the main process then saves the resumable state,
-    history.json and curves.png.
-    """
+    held-out pass, a log line; its record (with its first step's lr and its seconds since the
+    epoch before) is then kept by the main process (runs.record_epoch)."""
     state_path, start_epoch, history = resume_if_asked(
         cfg.resume, run.out, raw, optimizer, scheduler, run.log
     )
     d, steps, samples = run.d, steps_per_epoch(job.n_train, cfg, run.d), []
-    started = time.perf_counter()
+    cl = cfg.channels_last
+    started = mark = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         batches = epoch_batches(job.n_train, cfg.batch_size, epoch, cfg.seed, d)[:steps]
         samples = torch.cat(batches).tolist() if batches else []
+        lr = optimizer.param_groups[0]["lr"]
         try:
             stats = train_one_epoch(
                 model,
@@ -297,7 +226,7 @@ def fit(run: Run, cfg, model, raw, optimizer, scheduler, job: Job) -> Fitted:
                 run.device,
                 epoch=epoch + 1,
                 d=d,
-                channels_last=cfg.channels_last,
+                channels_last=cl,
                 desc=job.model_name,
                 loss_limit=job.loss_limit,
             )
@@ -307,33 +236,13 @@ def fit(run: Run, cfg, model, raw, optimizer, scheduler, job: Job) -> Fitted:
                 f"--lr (this run: {cfg.lr:g}) usually cures it."
             ) from None
         val_stats = evaluate(
-            raw,
-            job.val_batches,
-            job.val_batch,
-            job.loss_fn,
-            run.device,
-            channels_last=cfg.channels_last,
+            raw, job.val_batches, job.val_batch, job.loss_fn, run.device, channels_last=cl
         )
-        history.append(
-            {
-                "epoch": epoch + 1,
-                **{f"train_{k}": v for k, v in stats.items()},
-                **{f"val_{k}": v for k, v in val_stats.items()},
-            }
-        )
+        now, train = time.perf_counter(), {f"train_{k}": v for k, v in stats.items()}
+        val = {f"val_{k}": v for k, v in val_stats.items()}
+        history.append({"epoch": epoch + 1, **train, **val, "lr": lr, "epoch_seconds": now - mark})
+        mark = now
         run.log(f"epoch {epoch + 1}/{cfg.epochs}: {job.report(stats, val_stats)}")
         if d.is_main:
-            save_training_state(
-                state_path,
-                raw,
-                optimizer,
-                scheduler,
-                epoch=epoch + 1,
-                model_name=job.model_name,
-                model_args=job.model_args,
-                history=history,
-                meta=job.meta,
-            )
-            write_json(run.out / "history.json", {"history": history})
-            job.plot(history, run.out / "curves.png")
+            record_epoch(run, job, history, state_path, raw, optimizer, scheduler)
     return Fitted(history, time.perf_counter() - started, samples)

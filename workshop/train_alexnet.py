@@ -9,13 +9,15 @@
     torchrun --standalone --nproc_per_node=2 -m workshop.train_alexnet   # DDP
 
 Writes artifacts/alexnet/: checkpoint.pt (the fully convolutional net), train_state.pt
-(resumable), metrics.json, history.json, curves.png and heatmaps_*.png.
+(resumable), metrics.json, history.json, curves.png and heatmaps_*.png, and records the run
+(every setting, each epoch's numbers, the final ones) in artifacts/mlflow.db (`make runs`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from models import synthetic
 from models.alexnet import WINDOW, PaddedFCN, alexnet
 from models.heatmap import save_png
-from workshop import engine
+from workshop import engine, runs
 from workshop.cli import parse_config
 from workshop.data import images as imgdata
 from workshop.data.prepare import resolve
@@ -36,6 +38,7 @@ from workshop.data.synthetic_set import synthetic_data
 from workshop.distributed import Dist, end_run
 from workshop.fcn import compare_with_sliding_window, heatmap_figure, pointing_game
 from workshop.plots import plot_history, save_figure
+from workshop.tracking import data_params
 
 
 @dataclass
@@ -61,7 +64,8 @@ class AlexNetConfig:
 
 
 def load_data(cfg: AlexNetConfig, d: Dist):
-    """(train, val) CachedImages plus the scenes folder for synthetic data (else None)."""
+    """(train, val) CachedImages, the scenes folder for synthetic data (else None), the data
+    set's name and its folder."""
     root = Path(cfg.data_dir)
     scenes = None
     if cfg.dataset == "synthetic":
@@ -70,11 +74,11 @@ def load_data(cfg: AlexNetConfig, d: Dist):
         train_f = imgdata.ImageFolder.scan(crops / "train")
         val_f = imgdata.ImageFolder.scan(crops / "val")
         scenes = syn_root / "scenes" / "val"
-        name = syn_root.name
+        name, where = syn_root.name, syn_root
     else:
-        folder = resolve(cfg.dataset, cfg.data_dir) or cfg.dataset  # cats-dogs: make data
-        train_f, val_f = imgdata.split_folders(folder, seed=cfg.seed)
-        name = Path(folder).name
+        where = Path(resolve(cfg.dataset, cfg.data_dir) or cfg.dataset)  # cats-dogs: make data
+        train_f, val_f = imgdata.split_folders(where, seed=cfg.seed)
+        name = where.name
     cache_dir = root / "cache"
     caches = []
     for split, folder in (("train", train_f), ("val", val_f)):
@@ -84,10 +88,10 @@ def load_data(cfg: AlexNetConfig, d: Dist):
             dist.barrier()
         if not d.is_main:
             caches.append(imgdata.cache_images(folder, cache_dir, f"{name}-{split}"))
-    return caches[0], caches[1], scenes, name
+    return caches[0], caches[1], scenes, name, where
 
 
-def crop_batches(train, val, cfg: AlexNetConfig, run: engine.Run):
+def crop_batches(train, val, cfg: AlexNetConfig, run: runs.Run):
     """(epoch -> get_batch for training, get_batch for validation): uint8 crops cut into
     normalized float batches on the device, training ones randomly resized and flipped.
 
@@ -132,11 +136,14 @@ def epoch_report(stats: dict, val: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict | None:
     cfg = parse_config(AlexNetConfig, argv)
-    run = engine.start_run(cfg, "alexnet")
-    device, d, width, out, log = run.device, run.d, run.width, run.out, run.log
+    with runs.start_run(cfg, "alexnet") as run:  # its record ends FINISHED, FAILED or KILLED
+        return train_and_convert(cfg, run)
 
+
+def train_and_convert(cfg: AlexNetConfig, run: runs.Run) -> dict:
+    device, d, width, out, log = run.device, run.d, run.width, run.out, run.log
     try:
-        train, val, scenes, data_name = load_data(cfg, d)
+        train, val, scenes, data_name, folder = load_data(cfg, d)
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     classes = train.classes
@@ -144,6 +151,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         f"data: {data_name}: {len(train)} train / {len(val)} val crops, classes {classes}"
         + (f", skipped {train.skipped}" if train.skipped else "")
     )
+    counts = {"train_images": len(train), "val_images": len(val), "classes": classes}
+    skipped = Counter(train.skipped) + Counter(val.skipped)  # files that would not decode
+    run.tracker.log_params(data_params(data_name, {**counts, "skipped": dict(skipped)}, folder))
     train_batch, val_batch = crop_batches(train, val, cfg, run)
 
     try:
@@ -181,11 +191,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     fitted = engine.fit(run, cfg, model, raw, optimizer, scheduler, job)
     ranks = end_run(raw, d, fitted.samples)  # other ranks end here; the main one evaluates
 
-    about = engine.run_metrics(
+    about = runs.run_metrics(
         run, cfg, train_seconds=fitted.train_seconds, ranks=ranks, dataset=data_name
     )
     about["skipped_images"] = train.skipped
-    metrics = finish(raw, fitted.history, cfg, meta, model_args, out, scenes, device, about)
+    metrics = finish(raw, fitted.history, cfg, meta, model_args, run, scenes, about)
     log(
         f"AlexNet (width {width}) on {data_name}: val accuracy {metrics['val_accuracy']:.1%}, "
         + pointing_report(metrics)
@@ -201,9 +211,11 @@ def pointing_report(metrics: dict) -> str:
     return f"pointing accuracy {metrics['pointing_accuracy']:.1%}"
 
 
-def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device, about: dict) -> dict:
+def finish(raw, history, cfg, meta, model_args, run: runs.Run, scenes, about: dict) -> dict:
     """Net surgery, its checks, the pointing game, example heatmaps; save the FCN checkpoint
-    and metrics.json (the metrics carry ``about``: how the run went, and its config)."""
+    and metrics.json (the metrics carry ``about``: how the run went, and its config) and
+    record the final metrics."""
+    out, device = run.out, run.device
     raw = raw.float().to(memory_format=torch.contiguous_format).eval()
     fcn = raw.to_fully_convolutional()
     x = torch.randn(4, 3, WINDOW, WINDOW, device=device)
@@ -230,14 +242,15 @@ def finish(raw, history, cfg, meta, model_args, out: Path, scenes, device, about
         if cfg.sliding_check:
             scene = _largest_scene(scenes)
             metrics["sliding_window"] = compare_with_sliding_window(raw, scene)
-    engine.save_trained(
-        out,
+    runs.save_trained(
+        run,
         fcn,
         model_name="alexnet_fcn",
         model_args=model_args,
         meta=meta,
         metrics=metrics,
         headline=("val_accuracy", "pointing_accuracy"),
+        final=("pointing_per_class", "fcn_vs_classifier_max_abs_diff", "train_seconds"),
     )
     return metrics
 

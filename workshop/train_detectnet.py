@@ -11,7 +11,8 @@ The backbone starts from module 2's trained features (artifacts/alexnet/checkpoi
 when that checkpoint exists and has the same width. Writes artifacts/detectnet/:
 checkpoint.pt, train_state.pt (resumable), metrics.json (COCO AP, AP50, AP75,
 per-class AP, DIGITS' precision and recall), history.json, curves.png and
-detections_*.png (held-out scenes, ground truth dashed in white).
+detections_*.png (held-out scenes, ground truth dashed in white), and records the run
+(every setting, each epoch's numbers, the final ones) in artifacts/mlflow.db (`make runs`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from models.checkpoint import load_checkpoint
 from models.detectnet import DetectNet, detectnet_loss
 from models.heatmap import save_png
 from models.imageio import MAX_SIDE
-from workshop import engine
+from workshop import engine, runs
 from workshop.artifacts import artifacts_dir, write_json
 from workshop.cli import parse_config
 from workshop.data import detection
@@ -38,6 +39,7 @@ from workshop.data.synthetic_set import synthetic_data
 from workshop.detect import CLUSTER_IOU, THRESHOLD, evaluate_detector, render_detections
 from workshop.distributed import Dist, end_run
 from workshop.plots import plot_detector_history
+from workshop.tracking import data_params
 
 
 @dataclass
@@ -70,36 +72,37 @@ class DetectNetConfig:
 
 
 def load_data(cfg: DetectNetConfig, d: Dist):
-    """(train, val) CocoDetection, their images decoded once, and a short name for the data set.
+    """(train, val) CocoDetection, their images decoded once, a short name for the data set
+    and its folder.
 
     ValueError (BadImage included) or FileNotFoundError when a file is missing or unreadable.
     """
-    train, val, name = find_data(cfg, d)
+    train, val, name, folder = find_data(cfg, d)
     train.preload()
     val.preload()  # scored every epoch (held-out loss) and at the end: decode the files once
-    return train, val, name
+    return train, val, name, folder
 
 
 def find_data(cfg: DetectNetConfig, d: Dist):
-    """(train, val) CocoDetection and a short name for the data set."""
+    """(train, val) CocoDetection, a short name for the data set and its folder."""
     categories = [c.strip() for c in cfg.categories.split(",") if c.strip()] or None
     if cfg.dataset == "synthetic":
         root = synthetic_data(cfg, d)
         scenes = root / "scenes"
         train = detection.CocoDetection(scenes / "train" / "annotations.json", None, categories)
         val = detection.CocoDetection(scenes / "val" / "annotations.json", None, categories)
-        return train, val, root.name
+        return train, val, root.name, root
     if cfg.dataset == "coco":  # prepared by `make data DATASET=coco CATEGORIES=...`
         root = resolve("coco", cfg.data_dir, categories)
         train = detection.CocoDetection(root / "train" / "annotations.json", None, categories)
         val = detection.CocoDetection(root / "val" / "annotations.json", None, categories)
-        return train, val, root.name
+        return train, val, root.name, root
     train = detection.CocoDetection(cfg.dataset, cfg.images or None, categories)
     if cfg.val_dataset:
         val = detection.CocoDetection(cfg.val_dataset, cfg.val_images or None, categories)
     else:
         train, val = train.split(0.15, seed=cfg.seed)
-    return train, val, Path(cfg.dataset).stem
+    return train, val, Path(cfg.dataset).stem, Path(cfg.dataset).parent
 
 
 def init_backbone(model: DetectNet, cfg: DetectNetConfig, width: float, log) -> str:
@@ -126,7 +129,7 @@ def init_backbone(model: DetectNet, cfg: DetectNetConfig, width: float, log) -> 
     return str(path)
 
 
-def scene_batches(train, val, cfg: DetectNetConfig, run: engine.Run):
+def scene_batches(train, val, cfg: DetectNetConfig, run: runs.Run):
     """(epoch -> get_batch for training, get_batch for held-out images), on the device.
 
     Training batches are augmented crops with their encoded targets, drawn from an RNG fixed
@@ -175,11 +178,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     cfg = parse_config(DetectNetConfig, argv)
     if min(cfg.crop_h, cfg.crop_w) < 64:
         raise SystemExit("error: --crop_h and --crop_w must be at least 64 pixels")
-    run = engine.start_run(cfg, "detectnet")
-    device, d, width, out, log = run.device, run.d, run.width, run.out, run.log
+    with runs.start_run(cfg, "detectnet") as run:  # its record ends FINISHED, FAILED or KILLED
+        return train_and_score(cfg, run)
 
+
+def train_and_score(cfg: DetectNetConfig, run: runs.Run) -> dict:
+    device, d, width, out, log = run.device, run.d, run.width, run.out, run.log
     try:
-        train, val, data_name = load_data(cfg, d)
+        train, val, data_name, folder = load_data(cfg, d)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
     classes = train.classes
@@ -188,6 +194,14 @@ def main(argv: list[str] | None = None) -> dict | None:
         f"data: {data_name}: {len(train)} train images ({n_boxes} boxes) / {len(val)} held out, "
         f"classes {classes}"
     )
+    counts = {
+        "train_images": len(train),
+        "val_images": len(val),
+        "classes": classes,
+        "train_boxes": n_boxes,
+        "crowd_regions": sum(len(s.crowd) for s in (*train.samples, *val.samples)),
+    }
+    run.tracker.log_params(data_params(data_name, counts, folder))
     train_batch, val_batch = scene_batches(train, val, cfg, run)
 
     model = DetectNet(num_classes=len(classes), width=width)
@@ -224,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     fitted = engine.fit(run, cfg, model, raw, optimizer, scheduler, job)
     ranks = end_run(raw, d, fitted.samples)  # other ranks end here; the main one evaluates
 
-    about = engine.run_metrics(
+    about = runs.run_metrics(
         run, cfg, train_seconds=fitted.train_seconds, ranks=ranks, dataset=data_name
     )
     about.update(
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         train_images=len(train),
         epochs=fitted.history[-1]["epoch"] if fitted.history else 0,
     )
-    metrics = finish(raw, val, cfg, meta, model_args, out, about)
+    metrics = finish(raw, val, cfg, meta, model_args, run, about)
     log(
         f"DetectNet (width {width}) on {data_name}: AP {metrics['AP']:.3f}, AP50 "
         f"{metrics['AP50']:.3f}, AP75 {metrics['AP75']:.3f} over {metrics['images']} held-out "
@@ -244,22 +258,25 @@ def main(argv: list[str] | None = None) -> dict | None:
     return metrics
 
 
-def finish(raw, val, cfg, meta, model_args, out: Path, about: dict) -> dict:
+def finish(raw, val, cfg, meta, model_args, run: runs.Run, about: dict) -> dict:
     """Score the held-out images with pycocotools; save the checkpoint, metrics.json,
-    detections.json and detections_<n>.png. ``about``: how the run went, for metrics.json."""
+    detections.json and detections_<n>.png, record the final metrics. ``about``: how the
+    run went, for metrics.json."""
+    out = run.out
     raw = raw.float().to(memory_format=torch.contiguous_format).eval()
     metrics, detections = evaluate_detector(
         raw, val, threshold=cfg.threshold, iou=cfg.cluster_iou, limit=cfg.eval_images
     )
     metrics.update(about, held_out_images=metrics["images"])
-    engine.save_trained(
-        out,
+    runs.save_trained(
+        run,
         raw,
         model_name="detectnet",
         model_args=model_args,
         meta=meta,
         metrics=metrics,
         headline=("AP", "AP50", "AP75"),
+        final=("per_class_AP", "digits", "train_seconds"),
     )
     write_json(out / "detections.json", {"detections": detections})
     for n in range(min(3, len(val))):

@@ -6,9 +6,10 @@
     python -m workshop.train_mlp --optimizer=gd --device=cuda   # whole loop on the GPU
     python -m workshop.train_mlp --dataset=path/to/ex4data1.mat
 
-Writes artifacts/mlp/: checkpoint.pt, metrics.json, samples.png, hidden_layer.png,
-learning_curve.png. The gradients come from models.mlp.nn_cost_function (no autograd);
-on CUDA the same code runs on torch tensors.
+Writes artifacts/mlp/: checkpoint.pt, metrics.json, history.json, samples.png,
+hidden_layer.png, learning_curve.png, and records the run (every setting, each iteration's
+cost and accuracies) in artifacts/mlflow.db (`make runs`). The gradients come from
+models.mlp.nn_cost_function (no autograd); on CUDA the same code runs on torch tensors.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from workshop.cli import parse_config
 from workshop.data.digits import DigitsSplit, load_dataset
 from workshop.data.prepare import resolve
 from workshop.distributed import describe_device, pick_device
+from workshop.runs import record_outputs
+from workshop.tracking import Tracker, data_params
 
 OPTIMIZERS = {"lbfgs": "L-BFGS-B", "cg": "CG", "gd": "gradient descent (momentum)"}
 DEFAULT_ITERATIONS = {"lbfgs": 100, "cg": 100, "gd": 1000}
@@ -130,14 +133,15 @@ def initial_params(sizes: tuple[int, int, int], cfg: MLPConfig, init: str) -> np
 
 
 class LearningCurve:
-    """One record per iteration (cost, train and test accuracy), shown on a progress bar.
+    """One record per iteration (cost, train and test accuracy), shown on a progress bar and
+    logged to the run's record (``tracker``, which writes them out in batches).
 
     L-BFGS and CG end an iteration on the point they evaluated last, so the training
     accuracy reuses that evaluation's forward pass (``saw``) instead of a second one.
     """
 
-    def __init__(self, sizes, train, test, *, total: int, desc: str, progress: bool):
-        self.sizes, self.train, self.test = sizes, train, test
+    def __init__(self, sizes, train, test, *, total: int, desc: str, progress: bool, tracker):
+        self.sizes, self.train, self.test, self.tracker = sizes, train, test, tracker
         self.records: list[dict] = []
         self.bar = tqdm(total=total, desc=desc, unit="it", disable=not progress)
         self._seen = None  # (the newest evaluated point, the network's output there on X_train)
@@ -162,12 +166,16 @@ class LearningCurve:
             test_accuracy=accuracy(Theta1, Theta2, *self.test),
         )
         self.records.append(record)
+        self.tracker.log_metrics({k: v for k, v in record.items() if k != "iteration"}, step=k)
         self.bar.update(1)
         self.bar.set_postfix(cost=f"{record['cost']:.4f}", train=f"{record['train_accuracy']:.1%}")
 
 
-def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=True) -> FitResult:
-    """Train from random (or, to show why not, "zero") initial weights; record a history."""
+def fit(
+    data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=True, tracker=None
+) -> FitResult:
+    """Train from random (or, to show why not, "zero") initial weights; record a history
+    (and each iteration in ``tracker``, a workshop.tracking.Tracker, when given)."""
     device = pick_device(cfg.device)
     backend = (
         cfg.backend if cfg.backend != "auto" else ("numpy" if device.type == "cpu" else "torch")
@@ -195,6 +203,7 @@ def fit(data: DigitsSplit, cfg: MLPConfig, *, init: str = "random", progress=Tru
         total=maxiter,
         desc=f"mlp {cfg.optimizer}",
         progress=progress,
+        tracker=tracker or Tracker.off(),
     )
 
     def cost(p):
@@ -266,14 +275,23 @@ def classic_baselines(data: DigitsSplit) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     cfg = parse_config(MLPConfig, argv)
     out = Path(cfg.out_dir) if cfg.out_dir else artifacts_dir("mlp")
+    with Tracker.start("mlp", cfg, out=out) as tracker:  # ends FINISHED, FAILED or KILLED
+        return train_and_compare(cfg, out, tracker)
+
+
+def train_and_compare(cfg: MLPConfig, out: Path, tracker: Tracker) -> dict:
+    source = resolve(cfg.dataset, cfg.data_dir) or cfg.dataset
     try:
-        data = load_dataset(str(resolve(cfg.dataset, cfg.data_dir) or cfg.dataset))
+        data = load_dataset(str(source))
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     print(f"data: {data!r}")
+    counts = {"train_images": len(data.y_train), "test_images": len(data.y_test)}
+    counts["classes"] = data.meta["classes"]
+    tracker.log_params(data_params(data.name, counts, source if source != "digits" else None))
 
     try:
-        result = fit(data, cfg)
+        result = fit(data, cfg, tracker=tracker)
     except ValueError as err:  # an unknown optimizer, backend or device
         raise SystemExit(f"error: {err}") from None
     last = result.history[-1]
@@ -312,6 +330,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     write_json(out / "metrics.json", metrics)
     write_json(out / "history.json", {"history": result.history})
+    tracker.set_tags({"device": result.device})
     sample = np.random.default_rng(cfg.seed).choice(len(data.X_train), 100, replace=False)
     plots.save_figure(
         plots.display_data(data.X_train[sample], title="100 training digits"), out / "samples.png"
@@ -323,6 +342,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         out / "learning_curve.png",
     )
+    final = ("train_accuracy", "test_accuracy", "iterations", "train_seconds", "baselines")
+    record_outputs(tracker, out, metrics, final, step=result.iterations)
 
     print(
         f"MLP {model_args['input_layer_size']}-{cfg.hidden_layer_size}-10 on {data.name}: "

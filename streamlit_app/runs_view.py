@@ -54,6 +54,11 @@ FINAL_METRICS = ("val_accuracy", "pointing_accuracy", "AP", "AP50", "AP75", "tes
 LIVE = frozenset({"RUNNING", "SCHEDULED"})
 # pct_start of the one-cycle schedule each trainer passes to engine.build_optimizer.
 PCT_START = {"alexnet": 0.2, "detectnet": 0.15}
+# What a metric's step counts: an epoch, or for the MLP an optimizer iteration.
+STEP_NAMES = {"mlp": "iteration"}
+# Where a chart's legend goes: a few short metric names fit under it; run labels, many and
+# long, were cut off there in half-page columns (and rows of them squeezed the plot).
+LEGENDS = {"bottom": {"orient": "bottom"}, "right": {"orient": "right", "labelLimit": 260}}
 PREVIEW_POINTS = 600  # points of the LR preview curve (torch's value at each sampled step)
 
 
@@ -102,31 +107,31 @@ def _numeric(column: pd.Series) -> pd.Series:
 
 
 def runs_table(runs: list[dict]) -> tuple[pd.DataFrame, list[str]]:
-    """The Runs page's table (one row per run, in the given order) and its settings columns."""
+    """The Runs page's table (one row per run, in the given order) and its settings columns.
+
+    "run" and "clone" are relative links (the Job page, New run filled from the run); the
+    settings that differ come last, so the result stays in view however many there are.
+    """
     settings = differing_settings(runs)
     rows = []
     for run in runs:
         head = tracking.headline(run)
         rows.append(
             {
-                "run": short(run["run_id"]),
-                "started": pd.to_datetime(run["start_time"], unit="ms")
-                if run["start_time"]
-                else None,
+                "run": f"{PAGE_URLS['job']}?run={run['run_id']}",
+                "clone": f"{PAGE_URLS['new_run']}?clone={run['run_id']}",
                 "module": run["module"],
                 "status": run["status"],
                 "data set": data_set(run),
-                **{name: run["params"].get(name) for name in settings},
                 "result": head[1] if head else None,
                 "metric": head[0] if head else "",
                 "duration_s": run["duration_s"],
-                "open": f"{PAGE_URLS['job']}?run={run['run_id']}",
-                "clone": f"{PAGE_URLS['new_run']}?clone={run['run_id']}",
+                "started": pd.to_datetime(run["start_time"], unit="ms"),
+                **{name: run["params"].get(name) for name in settings},
             }
         )
-    columns = ["run", "started", "module", "status", "data set", *settings]
-    columns += ["result", "metric", "duration_s", "open", "clone"]
-    table = pd.DataFrame(rows, columns=columns)
+    columns = ["run", "clone", "module", "status", "data set", "result", "metric"]
+    table = pd.DataFrame(rows, columns=[*columns, "duration_s", "started", *settings])
     for name in settings:
         table[name] = _numeric(table[name])
     return table, settings
@@ -171,9 +176,16 @@ def final_metrics(runs: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, index=[label(run) for run in runs], dtype=float).T
 
 
-def curves(histories: dict[str, dict[str, list[tuple[int, float]]]]) -> dict[str, pd.DataFrame]:
-    """Per metric (CURVES order, only those some run has): a frame indexed by step (epoch or
-    iteration) with one column per run label; ``histories`` maps a label to metric_history."""
+def step_name(modules) -> str:
+    """The x axis of curves from these modules: epoch, iteration, or both."""
+    return " / ".join(sorted({STEP_NAMES.get(m, "epoch") for m in modules})) or "epoch"
+
+
+def curves(
+    histories: dict[str, dict[str, list[tuple[int, float]]]], x: str = "epoch"
+) -> dict[str, pd.DataFrame]:
+    """Per metric (CURVES order, only those some run has): a frame indexed by step (named
+    ``x``) with one column per run label; ``histories`` maps a label to metric_history."""
     out = {}
     for metric in CURVES:
         series = {
@@ -183,16 +195,19 @@ def curves(histories: dict[str, dict[str, list[tuple[int, float]]]]) -> dict[str
         }
         if series:
             frame = pd.concat(series.values(), axis=1).sort_index()
-            frame.index.name = "step"
+            frame.index.name = x
             out[metric] = frame
     return out
 
 
-def line_chart(frame: pd.DataFrame, y_title: str, *, bold: str | None = None) -> tuple:
+def line_chart(
+    frame: pd.DataFrame, y_title: str, *, bold: str | None = None, legend: str = "bottom"
+) -> tuple:
     """(long-form data, Vega-Lite spec) for st.vega_lite_chart: one line per column of
     ``frame`` over its index, points where they are few (one epoch is still seen), the
-    column ``bold`` drawn thicker (Compare's best run). Built by hand: st.line_chart's
-    Altair round trip cost 0.13 s per chart here, this 0.005 s."""
+    column ``bold`` drawn thicker (Compare's best run), a legend (LEGENDS) unless there is
+    one line. Built by hand: st.line_chart's Altair round trip cost 0.13 s per chart here,
+    this 0.005 s."""
     x = frame.index.name or "step"
     data = frame.rename_axis(x).reset_index().melt(x, var_name="series", value_name="value")
     data = data.dropna()
@@ -228,14 +243,17 @@ def line_chart(frame: pd.DataFrame, y_title: str, *, bold: str | None = None) ->
 # ------------------------------------------------------------------------ job page
 
 
-def job_charts(history: dict[str, list[tuple[int, float]]]) -> dict[str, pd.DataFrame]:
-    """The Job page's graphs (JOB_CHARTS): one frame per quantity, a column per metric."""
+def job_charts(
+    history: dict[str, list[tuple[int, float]]], x: str = "epoch"
+) -> dict[str, pd.DataFrame]:
+    """The Job page's graphs (JOB_CHARTS): one frame per quantity (indexed by step, named
+    ``x``), a column per metric."""
     out = {}
     for title, names in JOB_CHARTS.items():
         series = [pd.Series(dict(history[m]), name=m, dtype=float) for m in names if history.get(m)]
         if series:
             frame = pd.concat(series, axis=1).sort_index()
-            frame.index.name = "step"
+            frame.index.name = x
             out[title] = frame
     return out
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from streamlit_app import app
 from streamlit_app import runs_view as view
 from workshop import tracking
+
+app.through_navigation()  # a first visit straight to this page's URL runs the app first
 
 st.title("Compare")
 
@@ -46,14 +49,16 @@ else:
     st.caption("No best run: the runs have no common validation metric yet.")
 
 st.subheader("Curves")
-frames = view.curves(histories)
+frames = view.curves(histories, view.step_name(run["module"] for run in runs))
 if not frames:
     st.caption("No curves yet.")
 columns = st.columns(2)
 for i, (metric, frame) in enumerate(frames.items()):
     where = columns[i % 2]
     where.markdown(f"**{view.CURVES[metric]}**")
-    where.vega_lite_chart(*view.line_chart(frame, metric, bold=best_label), width="stretch")
+    where.vega_lite_chart(
+        *view.line_chart(frame, metric, bold=best_label, legend="right"), width="stretch"
+    )
 
 
 def mark_best(column):

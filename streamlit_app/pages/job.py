@@ -11,8 +11,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from streamlit_app import app
 from streamlit_app import runs_view as view
 from workshop import jobs, tracking
+
+app.through_navigation()  # a first visit straight to this page's URL runs the app first
 
 REFRESH_S = 2
 STATUS_BOX = {"FINISHED": st.success, "FAILED": st.error, "KILLED": st.warning}
@@ -30,7 +33,7 @@ def act(action, run_id: str) -> None:
 
 def charts(run: dict) -> None:
     history = tracking.metric_history(run["run_id"], view.curve_keys(run, view.chart_metrics()))
-    frames = view.job_charts(history)
+    frames = view.job_charts(history, view.step_name([run["module"]]))
     if not frames:
         st.caption("No epoch finished yet: the graphs start with the first one.")
     for column, (title, frame) in zip(st.columns(max(1, len(frames))), frames.items()):

@@ -10,8 +10,11 @@ import math
 
 import streamlit as st
 
+from streamlit_app import app
 from streamlit_app import runs_view as view
 from workshop import jobs, tracking
+
+app.through_navigation()  # a first visit straight to this page's URL runs the app first
 
 
 @st.cache_resource(show_spinner=False)

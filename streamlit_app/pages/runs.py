@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from streamlit_app import app
 from streamlit_app import runs_view as view
 from workshop import jobs, tracking
+
+app.through_navigation()  # a first visit straight to this page's URL runs the app first
 
 st.title("Runs")
 
@@ -76,8 +79,8 @@ picked = st.dataframe(
             "result", format="%.4f", help="best val accuracy, AP or test accuracy"
         ),
         "duration_s": st.column_config.NumberColumn("duration", format="%.0f s"),
-        "open": st.column_config.LinkColumn("job", display_text="open"),
-        "clone": st.column_config.LinkColumn("clone", display_text="clone"),
+        "run": st.column_config.LinkColumn("run", display_text=r"run=(\w{8})", help="its Job page"),
+        "clone": st.column_config.LinkColumn("clone", display_text="clone", help="New run from it"),
     },
 )
 rows = picked.selection.rows

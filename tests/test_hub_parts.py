@@ -504,3 +504,22 @@ def test_a_broken_store_shows_one_sentence_instead_of_the_runs(tmp_path):
         out = _stop(proc, folder)
     assert status == 503
     assert "is not an SQLite file" in page and "Traceback" not in page + out
+
+
+def test_a_stopped_servers_proxy_sockets_are_removed_and_nothing_else(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("folders of another user need root")
+    from workshop.hub.spawner import remove_proxy_sockets
+
+    theirs, mine, other = (tmp_path / f"jupyter-server-proxy-{n}" for n in ("a", "b", "c"))
+    for folder in (theirs, mine, other):
+        folder.mkdir()
+        (folder / "socket").write_text("")
+    os.chown(theirs, 4242, 4242)
+    os.chown(other, 4343, 4343)
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    os.chown(target, 4242, 4242)
+    (tmp_path / "jupyter-server-proxy-link").symlink_to(target)
+    remove_proxy_sockets(4242, tmp_path)
+    assert not theirs.exists() and mine.is_dir() and other.is_dir() and target.is_dir()

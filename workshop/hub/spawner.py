@@ -17,6 +17,7 @@ import os
 import pwd
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -225,6 +226,8 @@ class WorkshopSpawner(LocalProcessSpawner):
         self._gpu_of.pop(self.user.name, None)
         if self.cgroups is not None:
             await asyncio.to_thread(end_group, self.cgroups, self.unix_name)
+        uid = pwd.getpwnam(self.unix_name).pw_uid
+        await asyncio.to_thread(remove_proxy_sockets, uid)
 
 
 def end_group(groups: cg.Cgroups, name: str) -> None:
@@ -242,3 +245,13 @@ def end_group(groups: cg.Cgroups, name: str) -> None:
         if not any(p.exists() for p in groups.group(name)):
             return
         time.sleep(0.1)
+
+
+def remove_proxy_sockets(uid: int, tmp: Path = Path("/tmp")) -> None:
+    """The socket folders jupyter-server-proxy made for a stopped server's apps (it leaves
+    them behind). ``/tmp``: a participant's server gets no TMPDIR from the hub."""
+    for folder in tmp.glob("jupyter-server-proxy-*"):
+        with contextlib.suppress(OSError):
+            info = folder.lstat()
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == uid:  # never a link, only theirs
+                shutil.rmtree(folder)

@@ -105,7 +105,8 @@ train-detectnet: setup
 # MLflow's own UI on the runs the trainers recorded in $(ARTIFACTS)/mlflow.db (Ctrl-C stops it).
 runs: setup
 	@mkdir -p $(ARTIFACTS)
-	MLFLOW_DISABLE_TELEMETRY=true $(PY) -m mlflow ui --host 127.0.0.1 --port $(RUNS_PORT) --workers 1 \
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	  $(PY) -m mlflow ui --host 127.0.0.1 --port $(RUNS_PORT) --workers 1 \
 	  --backend-store-uri sqlite:///$(abspath $(ARTIFACTS))/mlflow.db \
 	  --default-artifact-root $(abspath $(ARTIFACTS))/mlruns
 

@@ -11,6 +11,7 @@ onnxruntime CUDA provider, training with bf16, channels_last and torch.compile).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         help="folder for <device>.json (default benchmarks/results)",
     )
     args = parser.parse_args(argv)
+    # The benches train in-process: their runs are measurements, not the participant's runs
+    # (the tracking section switches tracking on for its own runs).
+    os.environ.setdefault("WORKSHOP_TRACKING", "off")
     names = [n for n in args.only.split(",") if n] or list(SECTIONS)
     unknown = sorted(set(names) - set(SECTIONS))
     if unknown:

@@ -1,5 +1,8 @@
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 # Same thread policy as the Makefile, also when pytest is started by hand.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("WORKSHOP_PROFILE", "smoke")
+# Trainers run in-process by the tests write $ARTIFACTS (their outputs, the MLflow store):
+# never the repo's artifacts/, which the Makefile exports. Tests needing their own set it.
+os.environ["ARTIFACTS"] = tempfile.mkdtemp(prefix="workshop-test-artifacts-")
+atexit.register(shutil.rmtree, os.environ["ARTIFACTS"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

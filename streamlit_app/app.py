@@ -42,6 +42,22 @@ def shown_pages(environ=os.environ) -> list[tuple[str, str, str, str]]:
     return found or PAGES[:1]
 
 
+def through_navigation() -> None:
+    """Call first in every page: a page must run through ``main``'s st.navigation.
+
+    Streamlit treats a ``pages/`` folder beside the main script as its legacy multipage
+    mode until a script calls st.navigation, so the first request of a fresh server to a
+    page's URL (``/job``) would run that file alone: outside ``PAGES`` and past
+    ``$WORKSHOP_PAGES``. Such a run is handed to ``main`` here (in the same run, so a
+    click it carries still counts), and the file's own run stops.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        main()  # st.navigation ends the legacy mode, then runs the page it allows
+        st.stop()
+
+
 def main() -> None:
     st.set_page_config(page_title="Workshop: DIGITS in the browser", page_icon="🔎", layout="wide")
     pages = [

@@ -31,6 +31,7 @@ import streamlit as st
 from models.artifacts import artifacts_root
 from models.imageio import BadImage
 from streamlit_app import layers, test_many
+from streamlit_app.app import through_navigation
 from streamlit_app.predictor import MAX_SIDE, Output, Predictor, PredictorError
 from streamlit_app.samples import jpeg_bytes, png_bytes, sample_digit, sample_scene
 
@@ -607,4 +608,5 @@ def main() -> None:
             many_images(predictors, chosen)
 
 
+through_navigation()
 main()

@@ -231,7 +231,7 @@ def line_chart(
                 "field": "series",
                 "type": "nominal",
                 "title": None,
-                "legend": {"orient": "bottom"},
+                "legend": LEGENDS[legend] if frame.shape[1] > 1 else None,
             },
             "strokeWidth": width,
         },

@@ -237,6 +237,10 @@ def test_compare_overlays_the_curves_and_marks_the_best_run(store):
     assert [float(v) for v in settings.loc["lr"]] == [0.001, 0.003, 0.01]
     assert at.dataframe[1].value.loc["val_accuracy"].tolist() == pytest.approx([0.8, 0.85, 0.6])
 
+    two = view.curves({"a": {"lr": [(1, 0.1)]}, "b": {"lr": [(1, 0.2), (2, 0.3)]}})["lr"]
+    data, spec = view.line_chart(two, "lr", bold="b")
+    assert data.values.tolist() == [[1, "a", 0.1], [1, "b", 0.2], [2, "b", 0.3]]  # no NaN rows
+    assert spec["encoding"]["strokeWidth"]["condition"]["test"] == 'datum.series === "b"'
     histories = {
         view.label(tracking.get_run(i)): tracking.metric_history(i, ["val_accuracy"]) for i in ids
     }

@@ -122,6 +122,8 @@ def finished(run: dict) -> None:
 
 
 def stopped(run: dict) -> None:
+    if reason := run["tags"].get("error"):  # the trainer's own last word, or tracking's
+        st.caption(f"What stopped it: {reason}")
     charts(run)
     if view.resumable(run) and st.button(
         "Resume", type="primary", help="continues from train_state.pt"

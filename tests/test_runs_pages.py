@@ -372,6 +372,12 @@ def test_a_job_started_from_the_form_trains_and_its_page_follows_it(store):
     assert [m.label for m in at.metric] == ["test_accuracy"]
     assert [m.value for m in at.markdown] == ["**loss**", "**accuracy**"]  # cost; train/test
     assert "MLP 400-25-10 on sklearn-digits-20x20" in at.code[0].value  # the log's tail
+    at.button[0].click().run()  # Export to ONNX
+    assert_clean(at)
+    onnx = Path(tracking.get_run(run_id)["tags"]["onnx"])
+    assert onnx.is_file() and onnx.parent == store / f"mlp-{run_id[:8]}"
+    test = [link for link in at.get("page_link") if link.proto.label == "Test it"]
+    assert [link.proto.query_string for link in test] == [f"model=mlp-{run_id[:8]}"]
     print(f"live view seen while it ran: {bool(seen)}")
 
 

@@ -306,6 +306,8 @@ def unpadded_session(p: Predictor, threads: int = 0):
         opts.intra_op_num_threads = threads
     device = "cuda" if p.provider.startswith("CUDA") else "cpu"
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=providers(device))
+    if len(_unpadded) >= 4:  # a few models at a time; older versions of a file are dropped
+        _unpadded.clear()
     _unpadded[key] = session
     return session
 

@@ -351,3 +351,35 @@ def test_the_pages_and_the_shared_demo(monkeypatch):
     config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
     assert config["client"]["toolbarMode"] == "minimal"
     assert config["client"]["showErrorDetails"] == "none"
+
+
+def first_action(path: Path) -> str:
+    """The source of a page's first top-level statement that can draw: past the docstring,
+    imports, definitions and assignments that call no st.* (constants, tables)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        drawing = any(
+            isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "st"
+            for n in ast.walk(node)
+        )
+        quiet = isinstance(
+            node, ast.Import | ast.ImportFrom | ast.FunctionDef | ast.ClassDef | ast.AnnAssign
+        ) or (isinstance(node, ast.Assign) and not drawing)
+        docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        if not (quiet or docstring) or (isinstance(node, ast.Assign) and drawing):
+            return ast.unparse(node)
+    return ""
+
+
+@pytest.mark.parametrize(
+    "page", sorted(p.name for p in (ROOT / "streamlit_app" / "pages").glob("[!_]*.py"))
+)
+def test_every_page_runs_through_the_navigation_first(page):
+    """Else a fresh server's first request to the page's URL runs it outside st.navigation
+    (Streamlit's legacy pages/ mode), past $WORKSHOP_PAGES: see app.through_navigation."""
+    first = first_action(ROOT / "streamlit_app" / "pages" / page)
+    assert first in ("through_navigation()", "app.through_navigation()"), (
+        f"pages/{page} starts with {first!r}"
+    )

@@ -155,12 +155,12 @@ def test_the_gallery_filters_and_pages(data):
 def test_prepare_progress_is_read_from_its_log(tmp_path):
     log = tmp_path / ".prepare" / "synthetic.log"
     log.parent.mkdir()
-    bar = "crops train/star:  46%|████▌     | 11/24 [00:00<00:00, 108.77it/s]"
+    bar = "crops train/star:  46%|████▌     | 11/24 [00:01<00:02, 108.77it/s]"
     log.write_text(f"crops train/star:   0%|          | 0/24\r{bar}\r")
     assert catalog.prepare_status("synthetic", tmp_path) | {"log": ""} == {
         "state": "stopped",  # no exit line and no process: it died
         "fraction": 0.46,
-        "text": bar,
+        "text": "crops train/star 11/24, 00:02 left",
         "log": "",
     }
     log.write_text(f"{bar}\rerror: the disk is full\nexit 2\n")

@@ -607,7 +607,8 @@ PREPARE = {
         ("workshop.data.catalog", "--generate=synthetic-small"),
     ),
 }
-PERCENT = re.compile(r"(?:(.*?):\s*)?(\d{1,3})%\|")  # a tqdm line: "desc:  46%|████ | 11/24 ..."
+# a tqdm line: "crops train/star:  46%|████▌     | 11/24 [00:00<00:00, 108.77it/s]"
+PERCENT = re.compile(r"(?:(.*?):\s*)?(\d{1,3})%\|[^|]*\|\s*(\S+)?(?:\s*\[[^<\]]*<([^,\]]+))?")
 EXIT = re.compile(r"^exit (-?\d+)$", re.M)
 
 
@@ -708,7 +709,10 @@ def prepare_status(name: str, root=None) -> dict:
     for line in reversed(lines):
         found = PERCENT.search(line)
         if found:
-            fraction, text = int(found.group(2)) / 100, line
+            desc, percent, count, left = found.groups()
+            fraction = int(percent) / 100
+            text = " ".join(filter(None, [desc, count or f"{percent}%"]))
+            text += f", {left} left" if left and "?" not in left else ""
             break
     if state != "running":
         shown = [ln for ln in lines if not EXIT.match(ln) and not PERCENT.search(ln)]

@@ -11,6 +11,7 @@ Runs come as workshop.tracking.list_runs/get_run give them: {"run_id", "module",
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import pandas as pd
 
 from streamlit_app import app
 from workshop import jobs, tracking
+from workshop.data import catalog
 
 PAGES = Path(__file__).resolve().parent / "pages"
 # Page file stem -> its URL path, as streamlit_app/app.py registers the pages. Table links
@@ -52,14 +54,16 @@ JOB_CHARTS = {
 FINAL_METRICS = ("val_accuracy", "pointing_accuracy", "AP", "AP50", "AP75", "test_accuracy")
 # Statuses in which a job still changes: its page refreshes itself.
 LIVE = frozenset({"RUNNING", "SCHEDULED"})
-# pct_start of the one-cycle schedule each trainer passes to engine.build_optimizer.
-PCT_START = {"alexnet": 0.2, "detectnet": 0.15}
 # What a metric's step counts: an epoch, or for the MLP an optimizer iteration.
 STEP_NAMES = {"mlp": "iteration"}
 # Where a chart's legend goes: a few short metric names fit under it; run labels, many and
 # long, were cut off there in half-page columns (and rows of them squeezed the plot).
 LEGENDS = {"bottom": {"orient": "bottom"}, "right": {"orient": "right", "labelLimit": 260}}
 PREVIEW_POINTS = 600  # points of the LR preview curve (torch's value at each sampled step)
+# The New run form's data set option for any folder or file the trainer reads (typed in).
+OTHER_DATA = "another folder or file…"
+# The config fields a data set choice sets (the form shows them fixed while a set is chosen).
+DATA_FIELDS = ("dataset", "synthetic_size", "categories", "data_dir")
 
 
 def short(run_id: str) -> str:
@@ -334,10 +338,126 @@ def changes_summary(changed: dict[str, tuple]) -> str:
     return "changed: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
 
 
+def choice_labels(field: dict, value, machine: dict[str, str]) -> dict[str, str] | None:
+    """A field with a fixed set of values (its trainer's CHOICES): value -> its label in the
+    form's selectbox; None for a free field. The device offers what this machine has
+    (``machine``: devices()); a value outside the list (a cloned run's) is kept, marked, for
+    jobs.validate to judge."""
+    if field.get("choices") is None:
+        return None
+    if field["name"] == "device":
+        out = {c: machine[c] for c in field["choices"] if c in machine}
+        missing = "not on this machine"
+    else:
+        out = {c: c for c in field["choices"]}
+        missing = "not one of the choices"
+    if str(value) not in out:
+        out[str(value)] = f"{value} ({missing})"
+    return out
+
+
+@dataclasses.dataclass
+class DataChoice:
+    """One entry of the New run form's data set list: a prepared set, or a generated one."""
+
+    settings: dict[str, str]  # the config fields (DATA_FIELDS) the choice sets
+    label: str  # in the list: title, images per split, classes
+    summary: str  # one line under the list
+    name: str | None = None  # its Data sets page entry (?set=); None: not generated yet
+    train_images: int | None = None  # images in its train split, where known
+
+    @property
+    def key(self) -> str:
+        """The selectbox value: the trainer options the choice stands for (sorted)."""
+        return " ".join(f"--{k}={v}" for k, v in sorted(self.settings.items()))
+
+
+def trainer_options(train_as: str) -> dict[str, str]:
+    """The trainer settings a catalog ``train_as`` names: ``make train-x DATASET=cats-dogs
+    CATEGORIES=cat,dog`` (the Makefile passes its variables on as --dataset, --categories) or
+    ``make train-x (--dataset=synthetic --synthetic_size=small)``."""
+    words = train_as.replace("(", " ").replace(")", " ").split()[2:]  # after make train-x
+    pairs = (word.partition("=") for word in words)
+    return {key.removeprefix("--").lower(): value for key, sep, value in pairs if sep}
+
+
+def _counts(s: catalog.DataSet) -> str:
+    return " / ".join(f"{n:,} {split}" for split, n in s.images.items())
+
+
+def data_choices(module: str, root=None) -> list[DataChoice]:
+    """The data sets a ``module`` run can be pointed at: each prepared set under the data
+    folder that this trainer takes (catalog order), then each synthetic size the trainer
+    generates on first use that is not prepared yet. Every choice names the data folder, as
+    the Makefile's trainers get --data_dir=$(DATA_DIR)."""
+    root = Path(root) if root is not None else catalog.data_root()
+    fields = {f["name"]: f for f in tracking.config_fields(module)}
+    base = {"dataset": str(fields["dataset"]["default"])}  # what train_as leaves unsaid
+    found = {}
+    for s in catalog.data_sets(root):
+        if s.module != module:
+            continue
+        more = f"; {len(s.classes) - 8} more" if len(s.classes) > 8 else ""
+        choice = DataChoice(
+            settings={**base, **trainer_options(s.train_as), "data_dir": str(root)},
+            label=f"{s.title} — {_counts(s)}, {len(s.classes)} classes",
+            summary=(
+                f"{s.name}: {len(s.classes)} classes ({', '.join(s.classes[:8])}{more}), "
+                f"{_counts(s)} images of {s.image_size}"
+            ),
+            name=s.name,
+            train_images=s.images.get("train"),
+        )
+        found.setdefault(choice.key, choice)
+    sizes = (fields.get("synthetic_size") or {}).get("choices") or []
+    folders = {size: folder for folder, size in catalog.SYNTHETIC_SETS.items()}
+    for size in sizes:
+        where = root / folders[size]
+        choice = DataChoice(
+            settings={
+                "dataset": jobs.GENERATED[module],
+                "synthetic_size": size,
+                "data_dir": str(root),
+            },
+            label=f"{jobs.GENERATED[module]} ({size}) — generated on first use",
+            summary=f"Not generated yet: the first run generates it into {where}.",
+        )
+        found.setdefault(choice.key, choice)
+    return list(found.values())
+
+
+def matching_choice(
+    choices: list[DataChoice], values: dict, ignore: tuple = ()
+) -> DataChoice | None:
+    """The first choice whose settings (but those in ``ignore``) the values have."""
+    for choice in choices:
+        if all(str(values.get(k)) == v for k, v in choice.settings.items() if k not in ignore):
+            return choice
+    return None
+
+
+def unprepared_hint(module: str, choices: list[DataChoice]) -> str | None:
+    """What to do when no data set for ``module`` is prepared (only generated ones offered)."""
+    if any(c.name for c in choices):
+        return None
+    real = jobs.PREPARED[module]
+    return (
+        f"No {module} data set is prepared under {catalog.data_root()}: the synthetic ones are "
+        f"generated on first use; prepare {real} on the Data sets page "
+        f"(or `make data DATASET={real}`) to train on real images."
+    )
+
+
 def steps_per_epoch(cfg: dict, train_images: int) -> int:
     """Optimizer steps per epoch as engine.steps_per_epoch counts them on one process."""
     steps = max(1, math.ceil(train_images / max(1, int(cfg["batch_size"]))))
     return min(steps, cfg["max_steps"]) if cfg.get("max_steps") else steps
+
+
+def pct_start(module: str) -> float:
+    """The share of the steps the one-cycle schedule rises for: the trainer's PCT_START, the
+    value it passes to engine.build_optimizer."""
+    return importlib.import_module(jobs.trainer(module)).PCT_START
 
 
 def lr_schedule(module: str, cfg: dict, steps: int) -> pd.DataFrame | None:
@@ -360,7 +480,7 @@ def lr_schedule(module: str, cfg: dict, steps: int) -> pd.DataFrame | None:
         "Cfg", (), {"lr": cfg["lr"], "weight_decay": cfg["weight_decay"], "epochs": cfg["epochs"]}
     )
     _, scheduler = engine.build_optimizer(
-        torch.nn.Linear(1, 1), ns, steps, pct_start=PCT_START[module]
+        torch.nn.Linear(1, 1), ns, steps, pct_start=pct_start(module)
     )
     total = scheduler.total_steps
     picks = sorted({round(i * (total - 1) / (PREVIEW_POINTS - 1)) for i in range(PREVIEW_POINTS)})

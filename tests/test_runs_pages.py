@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import importlib
 import math
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from mlflow.entities import Metric
 from streamlit.testing.v1 import AppTest
 
 from streamlit_app import runs_view as view
-from workshop import jobs, tracking
+from workshop import jobs, tracking, train_mlp
+from workshop.data import catalog
 
 PAGES = Path(view.PAGES)
 # The app's navigation (streamlit_app/app.py's pages, in its order, at its URL paths) from a
@@ -47,12 +49,22 @@ def empty_store(tmp_path_factory) -> bytes:
 
 @pytest.fixture
 def store(tmp_path, monkeypatch, empty_store):
-    """An empty store folder as $ARTIFACTS (the pages and the jobs read it from there)."""
+    """An empty store folder as $ARTIFACTS (the pages and the jobs read it from there), and
+    its data/ (nothing prepared) as $DATA_DIR."""
     root = tmp_path / "artifacts"
     root.mkdir()
     tracking.store_path(root).write_bytes(empty_store)
     monkeypatch.setenv("ARTIFACTS", str(root))
+    monkeypatch.setenv("DATA_DIR", str(root / "data"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_synthetic(tmp_path_factory) -> Path:
+    """A data folder holding the small synthetic set (crops and scenes), generated once."""
+    root = tmp_path_factory.mktemp("data")
+    catalog.generate_synthetic(root, "synthetic-small")
     return root
 
 
@@ -103,11 +115,19 @@ def assert_clean(at: AppTest) -> None:
 
 
 def widget(at: AppTest, name: str):
-    """The form widget labelled with a config field's name."""
+    """The form widget labelled with a config field's name ("data set": the list of sets)."""
     kinds = (at.number_input, at.text_input, at.checkbox, at.selectbox)
     found = [w for kind in kinds for w in kind if w.label == name]
     assert len(found) == 1, f"{name}: {len(found)} widgets"
     return found[0]
+
+
+def submitted(at: AppTest) -> dict:
+    """Train pressed: the run the form queued (the page moved on to its Job page)."""
+    at.button[0].click().run()
+    assert_clean(at)
+    run_id = at.query_params["run"]
+    return tracking.get_run(run_id[0] if isinstance(run_id, list) else run_id)
 
 
 @pytest.fixture
@@ -202,6 +222,7 @@ def test_clone_prefills_every_field_highlights_the_change_and_records_cloned_fro
 def test_bad_values_are_refused_with_the_reason_and_nothing_submitted(store, runner_held):
     at = open_page("new_run", module="alexnet")
     assert_clean(at)
+    widget(at, "data set").set_value(view.OTHER_DATA).run()
     widget(at, "lr").set_value(-1.0)
     widget(at, "batch_size").set_value(0)
     widget(at, "dataset").set_value("cats-dogs").run()  # not prepared in this store
@@ -215,6 +236,125 @@ def test_bad_values_are_refused_with_the_reason_and_nothing_submitted(store, run
         "Not started: dataset, batch_size, lr refused (the reasons are beside them)."
     )
     assert tracking.list_runs() == [] and jobs.queue() == []
+
+
+# The data set lists on a data folder holding the small synthetic set: its crops and its
+# scenes (4 shapes x 24 train and 12 val crops; 16 + 4 scenes of 3 shapes), the bundled digits.
+SET_LISTS = {
+    "alexnet": [
+        "Synthetic shapes, crops (small) — 96 train / 48 val, 4 classes",
+        "synthetic (full) — generated on first use",
+    ],
+    "detectnet": [
+        "Synthetic scenes, COCO boxes (small) — 16 train / 4 val, 3 classes",
+        "synthetic (full) — generated on first use",
+    ],
+    "mlp": ["Handwritten digits (scikit-learn, bundled) — 1,347 train / 450 test, 10 classes"],
+}
+
+
+@pytest.mark.parametrize("module", list(SET_LISTS))
+def test_the_data_set_list_holds_exactly_the_prepared_sets_of_the_module(
+    store, small_synthetic, monkeypatch, module
+):
+    monkeypatch.setenv("DATA_DIR", str(small_synthetic))
+    at = open_page("new_run", module=module)
+    assert_clean(at)
+    assert widget(at, "data set").options == [*SET_LISTS[module], view.OTHER_DATA]
+    assert widget(at, "dataset").proto.disabled  # the chosen set sets it
+    assert not [c for c in at.caption if c.value.startswith("No ")]  # one is prepared
+
+
+def test_choosing_a_prepared_set_trains_on_it(store, runner_held, small_synthetic, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(small_synthetic))
+    at = open_page("new_run", module="alexnet")
+    box = widget(at, "data set")
+    assert box.index == 1  # a new run starts on the trainer's default: the full synthetic set
+    assert [n.label for n in at.number_input if n.label.startswith("training images")]
+    box.select_index(0).run()  # the prepared small crops
+    assert_clean(at)
+    assert widget(at, "dataset").value == "synthetic"
+    assert widget(at, "synthetic_size").value == "small"
+    assert widget(at, "synthetic_size").proto.disabled
+    summary = [c.value for c in at.caption if c.value.startswith("synthetic-small/crops: ")]
+    assert summary and "4 classes (background, cross, ring, star), 96 train / 48 val" in summary[0]
+    links = [link for link in at.get("page_link") if link.proto.label == "Open in Data sets"]
+    assert [link.proto.query_string for link in links] == ["set=synthetic-small%2Fcrops"]
+    # the LR preview counts the set's 96 training images: 2 steps of 64 an epoch
+    assert not [n for n in at.number_input if n.label.startswith("training images")]
+    assert "96 training images in synthetic-small/crops." in [c.value for c in at.caption]
+    assert any("over 22 epochs × 2 steps" in c.value for c in at.caption)
+
+    run = submitted(at)
+    train_as = catalog.find("synthetic-small/crops", small_synthetic).train_as
+    assert (run["params"]["dataset"], run["params"]["synthetic_size"]) == ("synthetic", "small")
+    assert f"--dataset={run['params']['dataset']}" in train_as
+    assert f"--synthetic_size={run['params']['synthetic_size']}" in train_as
+    assert run["params"]["data_dir"] == str(small_synthetic)
+    jobs.cancel(run["run_id"])
+
+
+def test_with_no_set_prepared_the_form_says_how_to_prepare_one(store):
+    at = open_page("new_run", module="detectnet")
+    assert_clean(at)
+    assert widget(at, "data set").options == [
+        "synthetic (full) — generated on first use",
+        "synthetic (small) — generated on first use",
+        view.OTHER_DATA,
+    ]
+    hints = [c.value for c in at.caption if c.value.startswith("No detectnet data set")]
+    assert hints and "`make data DATASET=coco`" in hints[0]
+    assert any("Not generated yet" in c.value for c in at.caption)
+
+
+def test_a_clone_of_a_run_on_its_own_folder_keeps_the_path(store, runner_held, tmp_path):
+    photos = tmp_path / "my photos"
+    for split in ("train", "val"):
+        (photos / split / "cat").mkdir(parents=True)
+    settings = {**TINY_ALEXNET, "dataset": str(photos), "data_dir": str(store / "data")}
+    old = record(store, "alexnet", settings, {"val_accuracy": [0.6]})
+    at = open_page("new_run", clone=old)
+    assert_clean(at)
+    assert widget(at, "data set").value == view.OTHER_DATA
+    assert widget(at, "dataset").value == str(photos)
+    assert not widget(at, "dataset").proto.disabled
+    assert widget(at, "synthetic_size").value == "small"  # free again: no set chosen
+    assert at.info[0].value == "Same settings as the cloned run."
+    run = submitted(at)
+    assert run["params"]["dataset"] == str(photos) and run["tags"]["cloned_from"] == old
+    jobs.cancel(run["run_id"])
+
+
+def test_a_field_with_a_fixed_set_of_values_is_a_list_of_its_trainers_choices(store):
+    fields = {f["name"]: f for f in tracking.config_fields("mlp")}
+    assert fields["optimizer"]["choices"] == list(train_mlp.OPTIMIZERS)  # what fit() dispatches on
+    assert fields["lambda_"]["choices"] is None
+    assert {f["name"]: f["choices"] for f in tracking.config_fields("detectnet")}["init"] is None
+
+    at = open_page("new_run", module="mlp")
+    assert_clean(at)
+    optimizer = widget(at, "optimizer")
+    assert optimizer.options == list(train_mlp.OPTIMIZERS) and optimizer.value == "lbfgs"
+    assert widget(at, "backend").options == train_mlp.CHOICES["backend"]
+    devices = view.devices()
+    assert widget(at, "device").options == [
+        devices[c] for c in train_mlp.CHOICES["device"] if c in devices
+    ]
+    optimizer.set_value("gd").run()
+    assert_clean(at)
+    assert "Gradient descent with Nesterov momentum: a fixed step size." in [
+        c.value for c in at.caption
+    ]
+    # every value offered passes the jobs' own checks
+    for module in tracking.MODULES:
+        for field in tracking.config_fields(module):
+            for value in field["choices"] or []:
+                if field["name"] != "device" or value in devices:
+                    assert field["name"] not in jobs.validate(module, {field["name"]: value})
+
+    at = open_page("new_run", module="alexnet")
+    size = widget(at, "synthetic_size")
+    assert size.options == ["full", "small"] and size.proto.disabled  # the data set's
 
 
 # ------------------------------------------------------------------------ Compare and Job
@@ -290,10 +430,11 @@ def test_stopped_run_with_a_training_state_offers_resume(store):
 
 
 @pytest.mark.parametrize(
-    ("module", "pct_start", "epochs", "steps"),
-    [("alexnet", 0.2, 3, 7), ("detectnet", 0.15, 30, 113), ("alexnet", 0.2, 22, 1000)],
+    ("module", "epochs", "steps"),
+    [("alexnet", 3, 7), ("detectnet", 30, 113), ("alexnet", 22, 1000)],
 )
-def test_lr_preview_is_torchs_one_cycle_schedule(module, pct_start, epochs, steps):
+def test_lr_preview_is_torchs_one_cycle_schedule(module, epochs, steps):
+    pct_start = importlib.import_module(f"workshop.train_{module}").PCT_START  # the trainer's
     cfg = {"lr": 0.003, "weight_decay": 1e-4, "epochs": epochs}
     preview = view.lr_schedule(module, cfg, steps)
     p = torch.nn.Parameter(torch.zeros(1))

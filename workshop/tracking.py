@@ -567,20 +567,24 @@ def headline(run: dict) -> tuple[str, float] | None:
 
 
 def config_fields(module: str) -> list[dict]:
-    """The trainer's settings: {"name", "type" (int, float, bool, str), "default", "comment"}
-    per config field, the comment being the one ``--help`` shows."""
+    """The trainer's settings: {"name", "type" (int, float, bool, str), "default", "comment",
+    "choices"} per config field, the comment being the one ``--help`` shows, the choices the
+    values the trainer's CHOICES lists for it (None: any value of its type)."""
+    import importlib
     import typing
 
     from workshop.visualize import field_comments
 
     cls = _config_class(module)
     comments, hints = field_comments(cls), typing.get_type_hints(cls)
+    choices = getattr(importlib.import_module(cls.__module__), "CHOICES", {})
     return [
         {
             "name": f.name,
             "type": getattr(hints[f.name], "__name__", str(hints[f.name])),
             "default": f.default,
             "comment": comments.get(f.name, ""),
+            "choices": list(choices[f.name]) if f.name in choices else None,
         }
         for f in dataclasses.fields(cls)
     ]

@@ -41,6 +41,13 @@ from workshop.plots import plot_history, save_figure
 from workshop.tracking import data_params
 
 
+# The one-cycle schedule's warm-up: the share of all steps spent rising to the peak lr
+# (the New run page's LR preview reads it from here).
+PCT_START = 0.2
+# The settings with a fixed set of values (the New run page offers them as a list).
+CHOICES = {"synthetic_size": ["full", "small"], "device": ["auto", "cpu", "cuda", "mps"]}
+
+
 @dataclass
 class AlexNetConfig:
     dataset: str = "synthetic"  # synthetic | cats-dogs (make data) | an image folder or PetImages
@@ -165,7 +172,7 @@ def train_and_convert(cfg: AlexNetConfig, run: runs.Run) -> dict:
     )
     model_args = {"num_classes": len(classes), "width": width}
     steps = engine.steps_per_epoch(len(train), cfg, d)
-    optimizer, scheduler = engine.build_optimizer(raw, cfg, steps, pct_start=0.2)
+    optimizer, scheduler = engine.build_optimizer(raw, cfg, steps, pct_start=PCT_START)
     meta = {
         "kind": "fcn",
         "classes": classes,

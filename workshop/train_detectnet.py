@@ -42,6 +42,14 @@ from workshop.plots import plot_detector_history
 from workshop.tracking import data_params
 
 
+# The one-cycle schedule's warm-up: the share of all steps spent rising to the peak lr
+# (the New run page's LR preview reads it from here).
+PCT_START = 0.15
+# The settings with a fixed set of values (the New run page offers them as a list); init is
+# free: auto, none or a checkpoint's path.
+CHOICES = {"synthetic_size": ["full", "small"], "device": ["auto", "cpu", "cuda", "mps"]}
+
+
 @dataclass
 class DetectNetConfig:
     dataset: str = "synthetic"  # synthetic | coco (make data, with --categories) | a COCO JSON
@@ -211,7 +219,7 @@ def train_and_score(cfg: DetectNetConfig, run: runs.Run) -> dict:
     )
     model_args = {"num_classes": len(classes), "width": width}
     steps = engine.steps_per_epoch(len(train), cfg, d)
-    optimizer, scheduler = engine.build_optimizer(raw, cfg, steps, pct_start=0.15)
+    optimizer, scheduler = engine.build_optimizer(raw, cfg, steps, pct_start=PCT_START)
     pre = preprocessing_meta()
     meta = {
         "kind": "detector",

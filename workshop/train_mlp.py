@@ -47,6 +47,12 @@ from workshop.tracking import Tracker, data_params
 
 OPTIMIZERS = {"lbfgs": "L-BFGS-B", "cg": "CG", "gd": "gradient descent (momentum)"}
 DEFAULT_ITERATIONS = {"lbfgs": 100, "cg": 100, "gd": 1000}
+# The settings with a fixed set of values (the New run page offers them as a list).
+CHOICES = {
+    "optimizer": list(OPTIMIZERS),
+    "backend": ["auto", "numpy", "torch"],
+    "device": ["auto", "cpu", "cuda"],
+}
 
 
 @dataclass

@@ -1,18 +1,21 @@
 """New run / Clone: every setting of a trainer's config, its LR schedule, the device; Train.
 
 ?module=alexnet preselects a module; ?clone=<run_id> fills the form from that run's params,
-marks each field changed since, and records cloned_from on the new run.
+marks each field changed since, and records cloned_from on the new run. The data set is
+chosen from the prepared ones (DIGITS' "Select Dataset"), or typed as a path.
 """
 
 from __future__ import annotations
 
 import math
+import os
 
 import streamlit as st
 
 from streamlit_app import app
 from streamlit_app import runs_view as view
 from workshop import jobs, tracking
+from workshop.data import catalog
 
 app.through_navigation()  # a first visit straight to this page's URL runs the app first
 
@@ -20,6 +23,20 @@ app.through_navigation()  # a first visit straight to this page's URL runs the a
 @st.cache_resource(show_spinner=False)
 def devices() -> dict[str, str]:
     return view.devices()
+
+
+def folder_stamp(root) -> tuple:
+    """What changes when a set is prepared: the data folder's entries and their times."""
+    try:
+        return tuple(sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(root)))
+    except OSError:
+        return ()
+
+
+@st.cache_data(show_spinner="reading the data folder ...", ttl=600, max_entries=16)
+def data_choices(module: str, root: str, version: tuple) -> list[view.DataChoice]:
+    """The module's data set choices (cached per ``version``: the folder's stamp)."""
+    return view.data_choices(module, root)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -59,6 +76,51 @@ key = f"{clone_id or 'new'}-{module}"
 summary = st.empty()
 values, slots = {}, {}
 
+# The data set: a prepared one (it sets DATA_FIELDS), or any path typed in. A clone keeps
+# exactly its run's data folder; a new run takes the data folder the list comes from.
+root = str(catalog.data_root())
+choices = data_choices(module, root, folder_stamp(root))
+by_key = {c.key: c for c in choices}
+found = view.matching_choice(choices, start, ignore=() if clone else ("data_dir",))
+data_key = st.selectbox(
+    "data set",
+    [*by_key, view.OTHER_DATA],
+    index=list(by_key).index(found.key) if found else len(by_key),
+    format_func=lambda k: by_key[k].label if k in by_key else k,
+    help="The prepared data sets this trainer takes (the Data sets page shows and prepares them).",
+    key=f"{key}-data-set",
+)
+chosen = by_key.get(data_key)
+fixed = chosen.settings if chosen else {}
+comments = {f["name"]: f["comment"] for f in fields}
+if chosen:
+    values["dataset"] = st.text_input(
+        "dataset",
+        value=fixed["dataset"],
+        disabled=True,
+        help=f"{comments['dataset']} (set by the data set above)",
+        key=f"{key}-dataset-set-{fixed['dataset']}",
+    )
+else:
+    values["dataset"] = st.text_input(
+        "dataset",
+        value=str(start["dataset"]),
+        placeholder="path/to/folder or file",
+        help=comments["dataset"],
+        key=f"{key}-dataset",
+    )
+slots["dataset"] = st.empty()
+if chosen:
+    line, link = st.columns([4, 1], vertical_alignment="center")
+    line.caption(f"{chosen.summary} · trains with `{chosen.key}`")
+    if chosen.name:
+        link.page_link(
+            view.PAGES / "datasets.py", label="Open in Data sets", query_params={"set": chosen.name}
+        )
+hint = view.unprepared_hint(module, choices)
+if hint:
+    st.caption(hint)
+
 
 def float_step(value: float) -> float:
     """A step of the value's own order of magnitude (lr 0.001 steps by 0.001, not 0.01)."""
@@ -66,23 +128,29 @@ def float_step(value: float) -> float:
 
 
 columns = st.columns(2)
-for i, field in enumerate(fields):
+for i, field in enumerate(f for f in fields if f["name"] != "dataset"):
     name, kind = field["name"], view.type_name(field)
     value = start.get(name, field["default"])
     help_text = f"{field['comment']} (default: {field['default']})"
     where = columns[i % 2]
     wkey = f"{key}-{name}"
-    if name == "device":
-        options = devices()
-        if value not in options:  # a cloned run's device that this machine lacks: kept, validated
-            options = {**options, value: f"{value} (not on this machine)"}
+    if name in fixed:  # the chosen data set's: shown, not editable (a new key per value)
+        value, wkey = fixed[name], f"{wkey}-set-{fixed[name]}"
+        help_text = f"{field['comment']} (set by the data set above)"
+    options = view.choice_labels(field, value, devices())
+    if options is not None:
         values[name] = where.selectbox(
             name,
             list(options),
-            index=list(options).index(value),
+            index=list(options).index(str(value)),
             format_func=options.get,
             help=help_text,
+            disabled=name in fixed,
             key=wkey,
+        )
+    elif name in fixed:
+        values[name] = where.text_input(
+            name, value=str(value), help=help_text, disabled=True, key=wkey
         )
     elif kind == "bool":
         values[name] = where.checkbox(name, value=bool(value), help=help_text, key=wkey)
@@ -122,20 +190,24 @@ if module == "mlp":
 elif "lr" in errors or "epochs" in errors or "batch_size" in errors:
     st.caption("Fix the settings above to see the schedule.")
 else:
-    known = view.train_images(clone) if clone else None
-    images = st.number_input(
-        "training images (for this preview; the trainer counts its own data)",
-        min_value=1,
-        value=known or 1000,
-        step=100,
-        key=f"{key}-preview-images",
-    )
+    if chosen and chosen.train_images:
+        images = chosen.train_images
+        st.caption(f"{images:,} training images in {chosen.name}.")
+    else:
+        known = view.train_images(clone) if clone else None
+        images = st.number_input(
+            "training images (for this preview; the trainer counts its own data)",
+            min_value=1,
+            value=known or 1000,
+            step=100,
+            key=f"{key}-preview-images",
+        )
     steps = view.steps_per_epoch(values, images)
     schedule = lr_schedule(module, tuple(sorted(values.items())), steps)
     st.vega_lite_chart(*view.line_chart(schedule, "learning rate"), width="stretch")
     st.caption(
         f"AdamW with a one-cycle schedule over {values['epochs']} epochs × {steps} steps, "
-        f"peak {values['lr']:g} after {view.PCT_START[module]:.0%} of the steps "
+        f"peak {values['lr']:g} after {view.pct_start(module):.0%} of the steps "
         "(torch's OneCycleLR)."
     )
 

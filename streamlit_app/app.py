@@ -13,6 +13,7 @@ paths): no training and no data preparation there.
 
 from __future__ import annotations
 
+import hmac
 import os
 from pathlib import Path
 
@@ -58,8 +59,24 @@ def through_navigation() -> None:
         st.stop()
 
 
+def from_the_proxy(key: str | None = None) -> bool:
+    """True unless $WORKSHOP_PROXY_KEY is set and this request lacks it.
+
+    In the room a participant's own app (every page: their runs, training as them) listens
+    on a loopback port that every account on the machine can reach; their JupyterLab's
+    proxy, behind their login, adds the key to each request it forwards (the hub's
+    SERVER_CONFIG), and only the proxy and this process know it.
+    """
+    key = os.environ.get("WORKSHOP_PROXY_KEY", "") if key is None else key
+    sent = st.context.headers.get("X-Workshop-Key", "") or ""
+    return not key or hmac.compare_digest(sent.encode(), key.encode())
+
+
 def main() -> None:
     st.set_page_config(page_title="Workshop: DIGITS in the browser", page_icon="🔎", layout="wide")
+    if not from_the_proxy():
+        st.error("This app answers through its owner's JupyterLab only (Demo in their launcher).")
+        st.stop()
     pages = [
         st.Page(f"pages/{file}", title=title, icon=icon, url_path=url, default=k == 0)
         for k, (file, title, icon, url) in enumerate(shown_pages())

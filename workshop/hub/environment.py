@@ -34,10 +34,15 @@ PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 # and MLflow's UI on their own store. MLflow listens on a Unix socket in a folder only the
 # participant can enter (jupyter-server-proxy's mkdtemp, 0700), not on a loopback port that
 # every account on the machine could connect to; Streamlit 1.67 (Starlette) has no Unix
-# sockets, so the demo still listens on a loopback port.
+# sockets, so the demo still listens on a loopback port: the proxy adds a key made at each
+# start to every request it forwards, and the app answers only requests that carry it
+# (streamlit_app.app.from_the_proxy), so another account reaching the port gets nothing.
 SERVER_CONFIG = """\
 # Written by the workshop hub (workshop/hub/environment.py); rewritten at every start.
+import secrets
+
 c = get_config()  # noqa
+DEMO_KEY = secrets.token_urlsafe(32)  # only this server's proxy and its demo know it
 c.LabApp.news_url = None
 c.LabApp.extension_manager = "readonly"
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
@@ -52,6 +57,8 @@ c.ServerProxy.servers = {{
                     "--server.enableXsrfProtection=false", "--server.maxUploadSize=50"],
         "absolute_url": True,
         "timeout": 60,
+        "environment": {{"WORKSHOP_PROXY_KEY": DEMO_KEY}},
+        "request_headers_override": {{"X-Workshop-Key": DEMO_KEY}},
         "launcher_entry": {{"title": "Demo (my models)", "path_info": "demo/"}},
     }},
     "mlflow": {{

@@ -62,8 +62,6 @@ LEGENDS = {"bottom": {"orient": "bottom"}, "right": {"orient": "right", "labelLi
 PREVIEW_POINTS = 600  # points of the LR preview curve (torch's value at each sampled step)
 # The New run form's data set option for any folder or file the trainer reads (typed in).
 OTHER_DATA = "another folder or file…"
-# The config fields a data set choice sets (the form shows them fixed while a set is chosen).
-DATA_FIELDS = ("dataset", "synthetic_size", "categories", "data_dir")
 
 
 def short(run_id: str) -> str:
@@ -322,9 +320,11 @@ def type_name(field: dict) -> str:
 
 
 def initial_values(module: str, clone: dict | None) -> dict:
-    """The form's starting values: the cloned run's settings (typed), else the defaults."""
+    """The form's starting values: the cloned run's settings (typed), else the defaults with
+    the data folder the pages list sets from ($DATA_DIR), as the Makefile's trainers get it."""
     if clone is None:
-        return {f["name"]: f["default"] for f in form_fields(module)}
+        start = {f["name"]: f["default"] for f in form_fields(module)}
+        return {**start, "data_dir": str(catalog.data_root())} if "data_dir" in start else start
     cfg = tracking.params_to_config(module, clone["params"])
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_FORM}
 
@@ -360,7 +360,7 @@ def choice_labels(field: dict, value, machine: dict[str, str]) -> dict[str, str]
 class DataChoice:
     """One entry of the New run form's data set list: a prepared set, or a generated one."""
 
-    settings: dict[str, str]  # the config fields (DATA_FIELDS) the choice sets
+    settings: dict[str, str]  # the config fields it sets: dataset, data_dir, synthetic_size...
     label: str  # in the list: title, images per split, classes
     summary: str  # one line under the list
     name: str | None = None  # its Data sets page entry (?set=); None: not generated yet
@@ -426,12 +426,10 @@ def data_choices(module: str, root=None) -> list[DataChoice]:
     return list(found.values())
 
 
-def matching_choice(
-    choices: list[DataChoice], values: dict, ignore: tuple = ()
-) -> DataChoice | None:
-    """The first choice whose settings (but those in ``ignore``) the values have."""
+def matching_choice(choices: list[DataChoice], values: dict) -> DataChoice | None:
+    """The first choice whose settings the values have."""
     for choice in choices:
-        if all(str(values.get(k)) == v for k, v in choice.settings.items() if k not in ignore):
+        if all(str(values.get(k)) == v for k, v in choice.settings.items()):
             return choice
     return None
 

@@ -223,6 +223,7 @@ def test_bad_values_are_refused_with_the_reason_and_nothing_submitted(store, run
     at = open_page("new_run", module="alexnet")
     assert_clean(at)
     widget(at, "data set").set_value(view.OTHER_DATA).run()
+    assert widget(at, "data_dir").value == str(store / "data")  # a new run's: $DATA_DIR
     widget(at, "lr").set_value(-1.0)
     widget(at, "batch_size").set_value(0)
     widget(at, "dataset").set_value("cats-dogs").run()  # not prepared in this store

@@ -76,12 +76,12 @@ key = f"{clone_id or 'new'}-{module}"
 summary = st.empty()
 values, slots = {}, {}
 
-# The data set: a prepared one (it sets DATA_FIELDS), or any path typed in. A clone keeps
-# exactly its run's data folder; a new run takes the data folder the list comes from.
+# The data set: a prepared one (it fixes the fields it names: dataset, data_dir, and
+# synthetic_size or categories), or any path typed in.
 root = str(catalog.data_root())
 choices = data_choices(module, root, folder_stamp(root))
 by_key = {c.key: c for c in choices}
-found = view.matching_choice(choices, start, ignore=() if clone else ("data_dir",))
+found = view.matching_choice(choices, start)
 data_key = st.selectbox(
     "data set",
     [*by_key, view.OTHER_DATA],
@@ -92,27 +92,19 @@ data_key = st.selectbox(
 )
 chosen = by_key.get(data_key)
 fixed = chosen.settings if chosen else {}
-comments = {f["name"]: f["comment"] for f in fields}
-if chosen:
-    values["dataset"] = st.text_input(
-        "dataset",
-        value=fixed["dataset"],
-        disabled=True,
-        help=f"{comments['dataset']} (set by the data set above)",
-        key=f"{key}-dataset-set-{fixed['dataset']}",
-    )
-else:
-    values["dataset"] = st.text_input(
-        "dataset",
-        value=str(start["dataset"]),
-        placeholder="path/to/folder or file",
-        help=comments["dataset"],
-        key=f"{key}-dataset",
-    )
+comment = next(f["comment"] for f in fields if f["name"] == "dataset")
+values["dataset"] = st.text_input(  # the chosen set's value, fixed (a new key per value)
+    "dataset",
+    value=fixed.get("dataset", str(start["dataset"])),
+    placeholder="path/to/folder or file",
+    disabled=chosen is not None,
+    help=f"{comment} (set by the data set above)" if chosen else comment,
+    key=f"{key}-dataset-set-{fixed['dataset']}" if chosen else f"{key}-dataset",
+)
 slots["dataset"] = st.empty()
 if chosen:
     line, link = st.columns([4, 1], vertical_alignment="center")
-    line.caption(f"{chosen.summary} · trains with `{chosen.key}`")
+    line.caption(chosen.summary)
     if chosen.name:
         link.page_link(
             view.PAGES / "datasets.py", label="Open in Data sets", query_params={"set": chosen.name}

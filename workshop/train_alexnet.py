@@ -40,7 +40,6 @@ from workshop.fcn import compare_with_sliding_window, heatmap_figure, pointing_g
 from workshop.plots import plot_history, save_figure
 from workshop.tracking import data_params
 
-
 # The one-cycle schedule's warm-up: the share of all steps spent rising to the peak lr
 # (the New run page's LR preview reads it from here).
 PCT_START = 0.2

@@ -41,7 +41,6 @@ from workshop.distributed import Dist, end_run
 from workshop.plots import plot_detector_history
 from workshop.tracking import data_params
 
-
 # The one-cycle schedule's warm-up: the share of all steps spent rising to the peak lr
 # (the New run page's LR preview reads it from here).
 PCT_START = 0.15

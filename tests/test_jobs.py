@@ -235,6 +235,9 @@ def test_log_tail_shows_each_progress_bar_at_its_last_state(tmp_path):
         ("alexnet", {"device": "tpu"}, "device", "Unknown device 'tpu'"),
         ("detectnet", {"crop_h": "32"}, "crop_h", "crop height must be at least 64"),
         ("mlp", {"optimizer": "adam"}, "optimizer", "one of lbfgs, cg, gd"),
+        ("mlp", {"backend": "jax"}, "backend", "one of auto, numpy, torch"),
+        ("alexnet", {"synthetic_size": "big"}, "synthetic_size", "one of full, small"),
+        ("alexnet", {"dataset": " "}, "dataset", "Choose a data set: synthetic, cats-dogs"),
         ("no-such", {}, "module", "Unknown module 'no-such'"),
     ],
 )

@@ -29,6 +29,7 @@ import dataclasses
 import fcntl
 import functools
 import getpass
+import importlib
 import os
 import re
 import signal
@@ -119,12 +120,6 @@ def _device(v):
     return None
 
 
-def _optimizer(v):
-    from workshop.train_mlp import OPTIMIZERS
-
-    return _one_of(tuple(OPTIMIZERS), "The optimizer")(v)
-
-
 # field -> check(typed value) -> reason or None; a field of any module, checked where it exists
 CHECKS = {
     "lr": _above(0, "The learning rate"),
@@ -145,11 +140,9 @@ CHECKS = {
     "cluster_iou": _between(0, 1, "The clustering overlap"),
     "eval_images": _at_least(0, "eval_images"),
     "pointing_scenes": _at_least(0, "pointing_scenes"),
-    "synthetic_size": _one_of(("full", "small"), "synthetic_size"),
-    "backend": _one_of(("auto", "numpy", "torch"), "The backend"),
-    "optimizer": _optimizer,
-    "device": _device,
+    "device": _device,  # what this machine has, not only what the trainer names
 }
+# Other fields with a fixed set of values are checked against their trainer's CHOICES.
 
 
 def config_class(module: str):
@@ -185,6 +178,8 @@ def _dataset(module: str, cfg) -> str | None:
             return _sentence(err.code)
         return None
     what, exists = DATA_PATHS[module]
+    if not name.strip():
+        return f"Choose a data set: {GENERATED[module]}, {PREPARED[module]} or {what}."
     if exists(Path(name)):
         return None
     return (
@@ -237,8 +232,11 @@ def validate(module: str, params: dict) -> dict[str, str]:
     cfg, reasons = _parse(module, params)
     if cfg is None:
         return reasons
+    choices = getattr(importlib.import_module(trainer(module)), "CHOICES", {})
     for f in dataclasses.fields(cfg):
         check = CHECKS.get(f.name)
+        if check is None and f.name in choices:
+            check = _one_of(tuple(choices[f.name]), f.name)
         if f.name not in reasons and check is not None:
             reason = check(getattr(cfg, f.name))
             if reason:

@@ -46,6 +46,9 @@ ROOT = Path(__file__).resolve().parents[1]
         ({"INSTRUCTOR": "Root!"}, "must match"),
         ({"HUB_SHARE": "relative/path"}, "absolute path"),
         ({"HUB_CPU_LIMIT": "0"}, "positive number of CPUs"),
+        ({"HUB_PIDS_LIMIT": "8"}, "at least 16 processes"),
+        ({"HUB_DISK_LIMIT": "lots"}, "is not a size like 512M"),
+        ({"HUB_DISK_LIMIT": "16M"}, "at least 32M"),
     ],
 )
 def test_bad_settings_are_one_sentence(env, message):
@@ -163,9 +166,10 @@ def test_cgroup_v2_layout_on_a_fake_tree(tmp_path, monkeypatch):
     (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
     groups, why = cgroups.detect(tmp_path)
     assert groups is not None and groups.version == 2, why
-    assert (tmp_path / "cgroup.subtree_control").read_text().strip() == "+memory +cpu"
-    groups.create("wsp-alice", parse_size("1G"), 0.5)
+    assert (tmp_path / "cgroup.subtree_control").read_text().strip() == "+memory +cpu +pids"
+    groups.create("wsp-alice", parse_size("1G"), 0.5, 100)
     assert groups.limits("wsp-alice") == (2**30, 0.5)
+    assert groups.pids_limit("wsp-alice") == 100
     assert (tmp_path / cgroups.PARENT / "wsp-alice" / "cpu.max").read_text() == "50000 100000\n"
 
 
@@ -190,6 +194,35 @@ def test_cgroup_limits_on_this_machine():
             text=True,
         )
         assert small.stdout.strip() == str(50 * 2**20)
+    finally:
+        groups.remove(name)
+    assert not any(p.exists() for p in groups.group(name))
+    groups.remove_parent()
+
+
+def test_a_pids_group_refuses_the_fork_past_its_limit():
+    groups, why = cgroups.detect()
+    if groups is None or groups.pids is None:
+        pytest.skip(f"no writable pids cgroup here: {why or 'no pids controller'}")
+    name = f"test-{os.getpid()}"
+    forks = (
+        "import errno, os\nmade = 0\nfor _ in range(200):\n"
+        "    try:\n        pid = os.fork()\n"
+        "    except OSError as e:\n        print(made, errno.errorcode[e.errno]); break\n"
+        "    if pid == 0:\n        os._exit(0)\n"  # a zombie until the end: it still counts
+        "    made += 1\n"
+        "while True:\n    try:\n        os.wait()\n    except ChildProcessError:\n        break\n"
+    )
+    try:
+        groups.create(name, parse_size("300M"), 1.0, 20)
+        assert groups.pids_limit(name) == 20
+        out = subprocess.run(
+            [sys.executable, "-c", forks],
+            preexec_fn=lambda: groups.join(name),
+            capture_output=True,
+            text=True,
+        )
+        assert out.stdout.split() == ["19", "EAGAIN"], out  # 20 tasks: python and 19 children
     finally:
         groups.remove(name)
     assert not any(p.exists() for p in groups.group(name))

@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from workshop.hub import cgroups
+from workshop.hub import cgroups, isolation
 from workshop.hub.environment import ROOT, ShareError, prepare_share
 from workshop.hub.settings import HubSettings, SettingsError, load_passwords
 
@@ -78,7 +78,13 @@ def preflight(settings: HubSettings) -> dict:
     demo_home.mkdir(parents=True, exist_ok=True)
     shutil.chown(demo_home, "nobody")
     groups, why = cgroups.detect()
-    return {"proxy": str(proxy), "share": share, "cgroups": groups, "cgroups_why": why}
+    return {
+        "proxy": str(proxy),
+        "share": share,
+        "cgroups": groups,
+        "cgroups_why": why,
+        "isolation": isolation.detect(settings),
+    }
 
 
 def announce(settings: HubSettings, found: dict, passwords: tuple[str, str, bool]) -> None:
@@ -98,6 +104,27 @@ def announce(settings: HubSettings, found: dict, passwords: tuple[str, str, bool
         mem, cpus = settings.limits_for("x")
         each = f"{mem / 2**30:.1f} GiB and {cpus:g} CPU per participant"
         print(f"  limits: {each} (cgroup v{groups.version})")
+        if groups.pids is None:
+            print("  process limit NOT enforced: no writable pids cgroup controller")
+        else:
+            print(f"  processes: {settings.hub_pids_limit} per participant (pids cgroup)")
+    rooms = found["isolation"]
+    if rooms.disk_size is None:
+        print(f"  disk quota NOT enforced: {rooms.disk_why}")
+    else:
+        fit = rooms.full_images_that_fit()
+        print(
+            f"  disk: {rooms.disk_size / 2**30:.1f} GiB per participant (an image each in "
+            f"{rooms.folder}; the free disk holds {fit} more full ones)"
+        )
+    if not rooms.private_tmp:
+        print(f"  private /tmp NOT enforced (/tmp is shared): {rooms.tmp_why}")
+    adj = found["oom_score_adj"]
+    if adj > isolation.HUB_OOM_SCORE_ADJ:
+        print(
+            f"  out of memory: the hub keeps oom_score_adj {adj} (lowering it needs "
+            f"CAP_SYS_RESOURCE); participants' servers have {isolation.SERVER_OOM_SCORE_ADJ}"
+        )
     outputs = found["share"]["outputs"]
     if "artifacts" not in outputs:
         print(
@@ -120,6 +147,8 @@ def serve(settings: HubSettings) -> int:
         progress_url=f"http://127.0.0.1:{ports['progress']}/services/progress/api/results",
     )
     env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
+    # the hub, its proxy and services inherit it: the OOM killer takes participants first
+    found["oom_score_adj"] = isolation.protect_hub()
     log = (settings.state / "hub.log").open("ab")
     os.chmod(settings.state / "hub.log", 0o600)
     hub = subprocess.Popen(
@@ -146,6 +175,7 @@ def serve(settings: HubSettings) -> int:
                 break
             time.sleep(0.3)
     code = hub.wait()
+    found["isolation"].detach_all()  # the servers are stopped: their disks come off
     if code not in (0, -signal.SIGTERM, 128 + signal.SIGTERM):
         tail = (settings.state / "hub.log").read_text(errors="replace").splitlines()[-15:]
         print("the hub stopped; the end of its log:\n  " + "\n  ".join(tail), file=sys.stderr)
@@ -156,8 +186,10 @@ def serve(settings: HubSettings) -> int:
 def remove_users(settings: HubSettings) -> list[str]:
     from workshop.hub.spawner import participants
 
+    disks = isolation.detect(settings)
     removed = []
     for user in participants(settings):
+        disks.remove(user.pw_name)
         subprocess.run(["userdel", "--remove", user.pw_name], capture_output=True)
         removed.append(user.pw_name)
     return removed

@@ -1,10 +1,13 @@
-"""Memory and CPU limits per participant through the machine's cgroups (v1 or v2).
+"""Memory, CPU and process limits per participant through the machine's cgroups (v1 or v2).
 
 JupyterHub's local spawners only pass MEM_LIMIT / CPU_LIMIT on as variables; nothing
 enforces them. Here the spawner makes one cgroup per participant under a parent
 ``dl-workshop`` group and the server's process joins it before it drops root, so the
 server, its kernels and everything they start share the limit: a kernel that
-allocates too much is stopped by the kernel's OOM killer in that cgroup only.
+allocates too much is stopped by the kernel's OOM killer in that cgroup only, and a fork
+bomb gets EAGAIN once the group holds ``pids.max`` tasks (processes and threads; the pids
+controller, v1 ``pids/dl-workshop/<name>`` or v2 ``pids.max``). Without a writable pids
+controller the memory and CPU limits still hold and `make hub` says processes are not limited.
 """
 
 from __future__ import annotations
@@ -21,19 +24,21 @@ PERIOD_US = 100_000
 
 @dataclass(frozen=True)
 class Cgroups:
-    """Where the limits go: v2 (one unified folder) or v1 (memory and cpu hierarchies)."""
+    """Where the limits go: v2 (one unified folder) or v1 (memory, cpu, pids hierarchies)."""
 
     version: int
     memory: Path  # v1: the memory hierarchy's parent group; v2: the parent group
     cpu: Path  # v1: the cpu hierarchy's parent group; v2: the same as memory
+    pids: Path | None = None  # v1: the pids hierarchy's parent group; v2: the same; None: none
 
     def group(self, name: str) -> list[Path]:
-        return sorted({self.memory / name, self.cpu / name})
+        parents = {self.memory, self.cpu} | ({self.pids} if self.pids else set())
+        return sorted(parent / name for parent in parents)
 
-    def create(self, name: str, mem_bytes: int, cpus: float) -> None:
-        """Make (or update) the participant's group with its limits."""
-        for path in self.group(name):
-            path.mkdir(exist_ok=True)
+    def create(self, name: str, mem_bytes: int, cpus: float, pids: int | None = None) -> None:
+        """Make (or update) the participant's group with its limits (``pids``: tasks)."""
+        for path in self.group(name):  # the parent too, should a cleanup have removed it
+            path.mkdir(parents=True, exist_ok=True)
         quota = max(1000, int(cpus * PERIOD_US))
         if self.version == 2:
             _write(self.memory / name / "memory.max", mem_bytes)
@@ -44,6 +49,8 @@ class Cgroups:
             _write(self.memory / name / "memory.memsw.limit_in_bytes", mem_bytes, optional=True)
             _write(self.cpu / name / "cpu.cfs_period_us", PERIOD_US)
             _write(self.cpu / name / "cpu.cfs_quota_us", quota)
+        if self.pids is not None:
+            _write(self.pids / name / "pids.max", pids or "max")
 
     def join(self, name: str, pid: int = 0) -> None:
         """Move ``pid`` (0: this process) into the group; children follow."""
@@ -63,7 +70,7 @@ class Cgroups:
 
     def remove_parent(self) -> None:
         """Remove the ``dl-workshop`` parent once no participant group is left in it."""
-        for path in {self.memory, self.cpu}:
+        for path in {self.memory, self.cpu} | ({self.pids} if self.pids else set()):
             with contextlib.suppress(OSError):
                 path.rmdir()
 
@@ -77,6 +84,13 @@ class Cgroups:
             quota = (self.cpu / name / "cpu.cfs_quota_us").read_text().strip()
             period = (self.cpu / name / "cpu.cfs_period_us").read_text().strip()
         return int(mem), int(quota) / int(period)
+
+    def pids_limit(self, name: str) -> int | None:
+        """The group's pids.max (None: no pids controller, or no limit)."""
+        if self.pids is None:
+            return None
+        value = (self.pids / name / "pids.max").read_text().strip()
+        return None if value == "max" else int(value)
 
 
 def _write(path: Path, value, optional: bool = False) -> None:
@@ -100,7 +114,7 @@ def detect(root: Path = ROOT) -> tuple[Cgroups | None, str]:
             memory.mkdir(exist_ok=True)
             cpu.mkdir(exist_ok=True)
             _write(memory / "memory.use_hierarchy", 1, optional=True)
-            return Cgroups(1, memory, cpu), ""
+            return Cgroups(1, memory, cpu, _v1_pids(root)), ""
         if (root / "unified" / "cgroup.controllers").is_file():
             return _v2(root / "unified"), ""
     except OSError as err:
@@ -108,12 +122,24 @@ def detect(root: Path = ROOT) -> tuple[Cgroups | None, str]:
     return None, f"no memory and cpu cgroup controllers under {root}"
 
 
+def _v1_pids(root: Path) -> Path | None:
+    """The pids hierarchy's ``dl-workshop`` group, or None where there is none to write."""
+    if not (root / "pids" / "cgroup.procs").is_file():
+        return None
+    try:
+        (root / "pids" / PARENT).mkdir(exist_ok=True)
+    except OSError:
+        return None
+    return root / "pids" / PARENT
+
+
 def _v2(root: Path) -> Cgroups:
     available = (root / "cgroup.controllers").read_text().split()
     if not {"memory", "cpu"} <= set(available):
         raise OSError(0, f"the memory and cpu controllers are not enabled (only {available})")
-    _write(root / "cgroup.subtree_control", "+memory +cpu")
+    wanted = "+memory +cpu" + (" +pids" if "pids" in available else "")
+    _write(root / "cgroup.subtree_control", wanted)
     parent = root / PARENT
     parent.mkdir(exist_ok=True)
-    _write(parent / "cgroup.subtree_control", "+memory +cpu")
-    return Cgroups(2, parent, parent)
+    _write(parent / "cgroup.subtree_control", wanted)
+    return Cgroups(2, parent, parent, parent if "pids" in available else None)

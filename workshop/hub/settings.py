@@ -43,6 +43,8 @@ class HubSettings:
     hub_cpu_limit: float = 1.0  # CPUs per participant, enforced by cgroups
     hub_instructor_mem_limit: str = "8G"  # the instructor's memory
     hub_instructor_cpu_limit: float = 2.0  # the instructor's CPUs
+    hub_pids_limit: int = 512  # processes and threads per participant, enforced by cgroups
+    hub_disk_limit: str = "5G"  # what each participant may write (home, /tmp): a disk image each
     hub_gpu_share: int = 4  # participants per GPU; each process may take 1/share of its memory
     hub_idle_timeout: int = 3600  # seconds without activity before a server is stopped
     hub_cull_every: int = 300  # seconds between the idle culler's checks
@@ -126,6 +128,10 @@ class HubSettings:
             raise SettingsError(f"HUB_USER_PREFIX={self.hub_user_prefix!r}: 1-8 of a-z 0-9 _ -")
         for name in ("hub_mem_limit", "hub_instructor_mem_limit"):
             parse_size(getattr(self, name), name.upper())
+        if self.hub_pids_limit < 16:
+            raise SettingsError("HUB_PIDS_LIMIT must be at least 16 processes")
+        if parse_size(self.hub_disk_limit, "HUB_DISK_LIMIT") < 32 * 2**20:
+            raise SettingsError("HUB_DISK_LIMIT must be at least 32M")
         for name in ("hub_cpu_limit", "hub_instructor_cpu_limit"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be a positive number of CPUs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ SOLUTIONS = Path(__file__).resolve().parents[1] / "notebooks" / "solutions"
 def release(settings: HubSettings, source: Path = SOLUTIONS) -> list[str]:
     """Publish the solutions in the share and copy them into every participant's
     ``~/workshop/solutions/`` (as that participant; existing files are kept)."""
+    from workshop.hub.isolation import disk_full
     from workshop.hub.spawner import fill_home, participants
 
     target = settings.share / "solutions"
@@ -31,7 +33,12 @@ def release(settings: HubSettings, source: Path = SOLUTIONS) -> list[str]:
     done = []
     for user in participants(settings):
         if os.path.isdir(user.pw_dir):
-            fill_home(settings, user)
+            try:
+                fill_home(settings, user)
+            except subprocess.CalledProcessError as err:
+                if not disk_full(err):
+                    raise
+                continue  # their disk is full: the rest of the room still gets them
             done.append(user.pw_name)
     return done
 

@@ -1,10 +1,13 @@
-"""The participants' spawner: a Unix user each, their own notebooks, cgroup limits, a GPU share.
+"""The participants' spawner: a Unix user each, their own notebooks, disk, /tmp, limits, GPU share.
 
 A `LocalProcessSpawner` whose servers run as ``<prefix><login>`` (so no login name can
-be a system account such as ``root``), made at first login with a 0700 home. Before a
+be a system account such as ``root``), made at first login with a 0700 home on a disk of
+their own (workshop/hub/isolation.py: a loop-mounted image of HUB_DISK_LIMIT). Before a
 server starts, the participant's ``~/workshop`` gets any course notebook it lacks (as
-that user, so nothing they wrote is touched and no link they made is followed by root),
-and the server process joins the participant's cgroup before dropping root, with umask 077.
+that user, so nothing they wrote is touched and no link they made is followed by root).
+The server's first process, still root, joins the participant's cgroups (memory, CPU,
+pids), raises its oom_score_adj, enters a mount namespace of its own with a private /tmp,
+/var/tmp and /dev/shm on their disk, then drops root with umask 077.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 
 from workshop.hub import cgroups as cg
+from workshop.hub import isolation as iso
 from workshop.hub.settings import HubSettings
 
 # Run as the participant: copies only what is absent, never overwrites.
@@ -46,6 +50,7 @@ fi
 """
 
 _useradd_lock = asyncio.Lock()  # useradd takes /etc/passwd's lock; a room logs in at once
+_detect_lock = asyncio.Lock()
 
 
 def gpu_count() -> int:
@@ -131,6 +136,7 @@ def fill_home(settings: HubSettings, user: pwd.struct_passwd) -> None:
         env={"HOME": user.pw_dir, "PATH": "/usr/bin:/bin"},
         check=True,
         capture_output=True,
+        text=True,
         timeout=60,
     )
 
@@ -140,6 +146,7 @@ class WorkshopSpawner(LocalProcessSpawner):
 
     hub_settings: HubSettings | None = None  # set by the hub's config file
     cgroups: cg.Cgroups | None = None
+    isolation: iso.Isolation | None = None  # found at the first spawn (a trial mount)
     gpus: int = 0
     _gpu_of: dict[str, int] = {}  # login -> GPU index, for the servers running now
 
@@ -157,10 +164,16 @@ class WorkshopSpawner(LocalProcessSpawner):
         setuid = set_user_setuid(self.unix_name)
         groups, unix = self.cgroups, self.unix_name
         workdir = f"{pwd.getpwnam(unix).pw_dir}/workshop"
+        isolation = self.isolation
+        private_tmp = isolation.root(unix) if isolation and isolation.private_tmp else None
+        keep = (self.settings_.share,)
 
         def preexec():
             if groups is not None:
                 groups.join(unix)
+            iso.set_oom_score_adj(iso.SERVER_OOM_SCORE_ADJ)  # inherited by all it starts
+            if private_tmp is not None:
+                iso.enter_private_tmp(private_tmp, keep)
             os.umask(0o077)  # what they make (their run store, /tmp files) is theirs alone
             setuid()
             os.chdir(workdir)  # terminals and kernels start beside the notebooks
@@ -214,12 +227,31 @@ class WorkshopSpawner(LocalProcessSpawner):
         s = self.settings_
         async with _useradd_lock:
             user = await asyncio.to_thread(ensure_user, s, self.user.name)
-        await asyncio.to_thread(fill_home, s, user)
+        async with _detect_lock:
+            if WorkshopSpawner.isolation is None:
+                WorkshopSpawner.isolation = await asyncio.to_thread(iso.detect, s)
+        await asyncio.to_thread(self.isolation.attach, user)
+        try:
+            await asyncio.to_thread(fill_home, s, user)
+        except subprocess.CalledProcessError as err:
+            if not iso.disk_full(err):
+                raise
+            # their disk is full: the server still starts, so they can delete files in it
+            self.log.warning("%s's disk is full; notebooks not copied", self.unix_name)
         if self.cgroups is not None:
             mem, cpus = s.limits_for(self.user.name)
-            await asyncio.to_thread(self.cgroups.create, self.unix_name, mem, cpus)
+            await asyncio.to_thread(
+                self.cgroups.create, self.unix_name, mem, cpus, s.hub_pids_limit
+            )
         self.notebook_dir = f"{user.pw_dir}/workshop"
         return await super().start()
+
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self.isolation is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.isolation.rearm, self.unix_name)
+        return status
 
     async def stop(self, now=False):
         await super().stop(now=now)
@@ -228,6 +260,11 @@ class WorkshopSpawner(LocalProcessSpawner):
             await asyncio.to_thread(end_group, self.cgroups, self.unix_name)
         uid = pwd.getpwnam(self.unix_name).pw_uid
         await asyncio.to_thread(remove_proxy_sockets, uid)
+        if self.isolation is not None:  # their private /tmp
+            tmp = self.isolation.root(self.unix_name) / "tmp"
+            await asyncio.to_thread(remove_proxy_sockets, uid, tmp)
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.isolation.rearm, self.unix_name)
 
 
 def end_group(groups: cg.Cgroups, name: str) -> None:
@@ -249,7 +286,7 @@ def end_group(groups: cg.Cgroups, name: str) -> None:
 
 def remove_proxy_sockets(uid: int, tmp: Path = Path("/tmp")) -> None:
     """The socket folders jupyter-server-proxy made for a stopped server's apps (it leaves
-    them behind). ``/tmp``: a participant's server gets no TMPDIR from the hub."""
+    them behind) in ``tmp``: their private /tmp, or /tmp where servers share it."""
     for folder in tmp.glob("jupyter-server-proxy-*"):
         with contextlib.suppress(OSError):
             info = folder.lstat()

@@ -26,7 +26,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 export ARTIFACTS
 
-.PHONY: setup proxy hub hub-release browser test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo runs clean
+.PHONY: setup proxy hub hub-release hub-reset browser test test-fast lint format lab app notebooks data train-mlp train-alexnet train-detectnet export bench demo runs clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,11 @@ hub: setup proxy
 # Copy the solution notebooks into every participant's ~/workshop/solutions/.
 hub-release: setup
 	@$(PY) -m workshop.hub release-solutions
+
+# A participant forgot their password: forget it (NAME=alice); they claim the name again
+# with the room password and their own password twice, their server and files kept.
+hub-reset: setup
+	@$(PY) -m workshop.hub reset $(NAME)
 
 # The browser tests drive Debian's chromium (Playwright cannot download its own here).
 browser:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -40,6 +41,7 @@ class Hub:
             **{k.upper(): str(v) for k, v in settings.items()},
         }
         self.proc = None
+        self.own: dict[str, str] = {}  # name -> the own password the harness claimed it with
 
     def start(self, timeout: float = 180) -> Hub:
         self.log = (self.state.parent / "serve.log").open("w")
@@ -95,14 +97,31 @@ class Hub:
 
     # --- a participant's browser, over HTTP ---------------------------------------------
     def login(self, name: str, password: str | None = None) -> requests.Session:
-        """Log in through the login form; the session holds the hub's cookies."""
+        """Log in through the login form; the session holds the hub's cookies.
+
+        Without ``password``, as a participant would: the first time the name is claimed with
+        the room password and an own password (kept in ``self.own``), later that password."""
+        if password is not None:
+            return self.post_login(name, password)
+        if name in self.own:
+            return self.post_login(name, self.own[name])
+        own = f"own-{uuid.uuid4().hex[:12]}"
+        s = self.post_login(name, self.password, new_password=own, new_password2=own)
+        if s.response.status_code == 302:
+            self.own[name] = own
+        return s
+
+    def post_login(self, name: str, password: str, **fields) -> requests.Session:
+        """One POST of the login form (``fields``: new_password, new_password2); the answer
+        is ``session.response`` (302 logged in, 403 the login page with the reason)."""
         s = requests.Session()
         s.get(f"{self.url}/hub/login", timeout=30)
-        s.post(
+        s.response = s.post(
             f"{self.url}/hub/login?next=",
             data={
                 "username": name,
-                "password": password or self.password,
+                "password": password,
+                **fields,
                 "_xsrf": s.cookies.get("_xsrf", path="/hub/"),
             },
             timeout=60,
@@ -110,6 +129,16 @@ class Hub:
         )
         s.name = name
         return s
+
+    def roster_codes(self) -> dict[str, str]:
+        """name -> code, read from the roster's printable sheets (as the instructor would)."""
+        codes = {}
+        for sheet in sorted(self.state.glob("roster-*.html")):
+            found = re.findall(
+                r"class=name>([^<]+)</span>.*?class=code>([^<]+)</span>", sheet.read_text(), re.S
+            )
+            codes.update(found)
+        return codes
 
     def logged_in(self, s: requests.Session) -> bool:
         r = s.get(f"{self.url}/hub/home", timeout=30, allow_redirects=False)

@@ -7,6 +7,7 @@ internal ports were chosen by `python -m workshop.hub serve` and arrive in HUB_E
 import sys
 
 from workshop.hub import cgroups
+from workshop.hub.auth import PASSWORDS_DBM, TEMPLATES, WorkshopAuthenticator, load_accounts
 from workshop.hub.settings import USERNAME_PATTERN, HubSettings, load_passwords
 from workshop.hub.spawner import WorkshopSpawner, gpu_count
 
@@ -26,13 +27,16 @@ c.ConfigurableHTTPProxy.command = [s.extra["proxy"]]
 c.ConfigurableHTTPProxy.pid_file = str(state / "proxy.pid")
 c.JupyterHub.db_url = f"sqlite:///{state / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(state / "jupyterhub_cookie_secret")
-c.JupyterHub.template_paths = [s.extra["templates"]]
+c.JupyterHub.template_paths = [s.extra["templates"], TEMPLATES]
 c.JupyterHub.template_vars = {"username_rule": "2-20 of a-z 0-9 _ -, starting with a letter"}
 
-# --- login: a shared password for the room, a long one for the instructor ------------
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.user_password = workshop_password
-c.SharedPasswordAuthenticator.admin_password = instructor_password
+# --- login: a name is claimed with the room's password (or a roster code) and then -----
+# opens with its owner's own password only; the instructor has a long one (auth.py)
+c.JupyterHub.authenticator_class = WorkshopAuthenticator
+c.WorkshopAuthenticator.room_password = workshop_password
+c.WorkshopAuthenticator.instructor_password = instructor_password
+c.WorkshopAuthenticator.dbm_path = str(state / PASSWORDS_DBM)
+c.WorkshopAuthenticator.roster_state = str(state)
 c.Authenticator.admin_users = {s.instructor}
 c.Authenticator.allow_all = True
 c.Authenticator.username_pattern = USERNAME_PATTERN
@@ -94,8 +98,10 @@ if s.hub_demo:
             "oauth_no_confirm": True,
         }
     )
-c.JupyterHub.services = services
 access = [f"access:services!service={svc['name']}" for svc in services if "url" in svc]
+# `make hub` itself: the roster's accounts and servers, password resets (a token per run)
+services.append({"name": "accounts", "api_token": load_accounts(state)["token"]})
+c.JupyterHub.services = services
 c.JupyterHub.load_roles = [
     {"name": "user", "scopes": ["self", *access]},
     {
@@ -104,4 +110,5 @@ c.JupyterHub.load_roles = [
         "services": ["idle-culler"],
     },
     {"name": "progress", "scopes": ["list:users", "read:users:name"], "services": ["progress"]},
+    {"name": "accounts", "scopes": ["admin:users", "admin:servers"], "services": ["accounts"]},
 ]

@@ -5,12 +5,14 @@
     instructor's browser  --hub login (OAuth)--> /services/progress/  (table, CSV, release)
 
 Who sent a result is what the hub says the token belongs to, never a name in the
-request. Only the instructor (the hub's admin) reads results or releases solutions.
+request. Only the instructor (the hub's admin) reads results, releases solutions or resets a
+participant's forgotten password (a button per row; workshop/hub/auth.py).
 Results and runs live in ``$HUB_STATE/progress.sqlite``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import html
 import io
@@ -27,6 +29,7 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated
 from jupyterhub.utils import url_path_join
 from tornado import httpclient, ioloop, web
 
+from workshop.hub import auth
 from workshop.hub.settings import HubSettings
 
 REFRESH_S = 10
@@ -227,6 +230,9 @@ class Page(Base):
     @web.authenticated
     async def get(self):
         self.instructor_only()
+        await self.show()
+
+    async def show(self, notice: str = "") -> None:
         room = table(self.store, await hub_participants(self.settings_))
         people, exercises, cells = room.people, room.exercises, room.cells
         head = "".join(f"<th>{html.escape(e)}</th>" for e in exercises)
@@ -252,6 +258,7 @@ class Page(Base):
             passed = sum(bool(cells.get((person, e), {}).get("passed")) for e in exercises)
             tds.append(f"<td>{passed}/{len(exercises)}</td>")
             tds.extend(_run_cell(room.best.get((person, m))) for m in room.modules)
+            tds.append(self._reset_cell(person))
             rows.append(f"<tr><th>{html.escape(person)}</th>{''.join(tds)}</tr>")
         released = (self.settings_.share / "solutions").is_dir()
         button = (
@@ -267,9 +274,34 @@ class Page(Base):
                 rows="\n".join(rows) or "<tr><td>nobody yet</td></tr>",
                 count=len(people),
                 button=button,
+                notice=f"<p class=notice>{html.escape(notice)}</p>" if notice else "",
                 now=datetime.now().strftime("%H:%M:%S"),
             )
         )
+
+    def _reset_cell(self, person: str) -> str:
+        who = html.escape(person, quote=True)
+        ask = f"Forget the password of {who}? They claim the name again with the room password."
+        return (
+            f"<td><form method=post action='reset' onsubmit=\"return confirm('{ask}')\">"
+            f"{self.xsrf_form_html()}<input type=hidden name=name value='{who}'>"
+            "<button>reset password</button></form></td>"
+        )
+
+
+class ResetPassword(Page):
+    """A participant forgot their password: forget it (the hub's accounts API, or its store
+    when the hub is down); they claim their name again, their server and files untouched."""
+
+    @web.authenticated
+    async def post(self):
+        self.instructor_only()
+        name = self.get_body_argument("name", "")
+        try:
+            done = await asyncio.to_thread(auth.reset, self.settings_, name)
+        except auth.AccountError as err:
+            done = str(err)
+        await self.show(done[:1].upper() + done[1:] + ".")
 
 
 def _run_cell(run: dict | None) -> str:
@@ -337,11 +369,13 @@ PAGE = """<!doctype html><html><head><meta charset=utf-8>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left;font-size:14px}}
 .pass{{background:#d9f2d9}}.fail{{background:#f8d7d7}}.none{{color:#aaa}}
-.run{{background:#eef3fb}}</style></head><body>
+.run{{background:#eef3fb}}.notice{{background:#fff3cd;padding:.5em}}
+form{{margin:0}}</style></head><body>
 <h1>Workshop progress</h1>
 <p>{count} participants · latest result of each exercise check and best finished run per
 module · refreshes every {refresh} s (last {now}) · <a href="results.csv">download CSV</a></p>
-<table><tr><th>participant</th>{head}</tr>
+{notice}
+<table><tr><th>participant</th>{head}<th>password</th></tr>
 {rows}</table>
 {button}
 </body></html>"""
@@ -354,6 +388,7 @@ def make_app(settings: HubSettings, store: Store) -> web.Application:
             (prefix, Page),
             (prefix + "results.csv", CsvExport),
             (prefix + "release", Release),
+            (prefix + "reset", ResetPassword),
             (prefix + "api/results", ResultsAPI),
             (prefix + "api/runs", RunsAPI),
             (prefix + "oauth_callback", HubOAuthCallbackHandler),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmarks import (
     app_latency,
+    digits_bench,
     fcn_latency,
     gpu,
     hub_bench,
@@ -34,6 +35,7 @@ SECTIONS = {
     "tracking": tracking_bench,
     "inference": fcn_latency,
     "app": app_latency,
+    "digits": digits_bench,
     "hub": hub_bench,
     "realdata": realdata,
     "gpu": gpu,

@@ -231,3 +231,19 @@ def test_the_digits_loop_in_the_browser(loop, page):
     )
     assert metrics["Images"] == "48"
     assert metrics["Accuracy"] == f"{reference.accuracy:.1%}"
+
+
+def test_the_digits_bench_at_its_smallest():
+    """`make bench`'s digits section, tiny: every measurement comes back and its table reads."""
+    from benchmarks import digits_bench
+
+    result = digits_bench.run(clones=1, runs=6, compared=2, images=8, repeats=1)
+    clone = result["clone_to_first_point"]
+    assert 0 < clone["claimed_s"] <= clone["trainer_started_s"] <= clone["median_s"]
+    assert clone["epoch_s"] < clone["median_s"]
+    for page in ("runs_page", "compare"):
+        assert result[page]["browser"]["median_s"] > result[page]["script"]["median_s"] > 0
+    assert result["runs_page"]["navigation"]["median_s"] > 0
+    assert result["test_many"]["page"]["images_per_s"] > 0
+    assert result["test_many"]["cli"]["images_per_s"] > 0
+    assert "| Runs page, 6 runs, chromium |" in digits_bench.table(result)

@@ -701,6 +701,8 @@ def _log_in_and_run(hub, page, shots):
     page.goto(f"{hub.url}/hub/login")
     page.fill("#username_input", "dana")
     page.fill("#password_input", hub.password)
+    page.fill("#new_password_input", "dana-own-pass")  # her name is claimed on the way in
+    page.fill("#new_password2_input", "dana-own-pass")
     kernel_channels = lambda ws: "/api/kernels/" in ws.url and "/channels" in ws.url  # noqa: E731
     with page.expect_websocket(kernel_channels, timeout=120_000):
         page.click("#login_submit")

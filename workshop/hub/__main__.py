@@ -3,6 +3,7 @@
     python -m workshop.hub serve                # make hub: JupyterHub for the room
     python -m workshop.hub release-solutions    # make hub-release: solutions to everyone
     python -m workshop.hub fresh 02             # (a participant) notebook 02 back fresh
+    python -m workshop.hub reset alice          # make hub-reset: alice forgot her password
     python -m workshop.hub remove-users         # delete every participant account (after)
 
 Settings are environment variables (HUB_IP, HUB_PORT, WORKSHOP_PASSWORD, ...; see
@@ -22,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from workshop.hub import cgroups, isolation
+from workshop.hub import auth, cgroups, isolation, roster
 from workshop.hub.environment import ROOT, ShareError, prepare_share
 from workshop.hub.settings import HubSettings, SettingsError, load_passwords
 
@@ -93,7 +94,8 @@ def announce(settings: HubSettings, found: dict, passwords: tuple[str, str, bool
     print(f"\nThe workshop hub: {settings.url}")
     if settings.hub_ip == "127.0.0.1":
         print("  (this machine only: HUB_IP=0.0.0.0 opens it to the room; see README for TLS)")
-    print(f"  participants: any name, password {workshop!r}")
+    print(f"  participants: a new name is claimed with password {workshop!r} and their own")
+    print("    password (typed twice); from then on that name opens with its own password only")
     print(f"  instructor:   {settings.instructor!r}, password in {settings.state}/passwords.json")
     if generated:
         print(f"  (new passwords, shown once: instructor {instructor!r})")
@@ -136,6 +138,9 @@ def announce(settings: HubSettings, found: dict, passwords: tuple[str, str, bool
 def serve(settings: HubSettings) -> int:
     settings.extra.setdefault("proxy", str(PROXY))
     found = preflight(settings)
+    names = roster.read_names(Path(settings.hub_roster), settings) if settings.hub_roster else []
+    if names:
+        roster.check_memory(len(names), settings)
     passwords = load_passwords(settings)
     ports = {
         name: free_port() for name in ("hub", "proxy_api", "progress", "demo", "demo_streamlit")
@@ -146,6 +151,8 @@ def serve(settings: HubSettings) -> int:
         templates=str(HERE / "templates"),
         progress_url=f"http://127.0.0.1:{ports['progress']}/services/progress/api/results",
     )
+    accounts = auth.write_accounts(settings, f"http://127.0.0.1:{ports['hub']}/hub/api/")
+    sheet = roster.prepare(settings, names, auth.claimed(settings)) if names else None
     env = {**os.environ, **settings.to_env(), "PYTHONUNBUFFERED": "1"}
     # the hub, its proxy and services inherit it: the OOM killer takes participants first
     found["oom_score_adj"] = isolation.protect_hub()
@@ -168,6 +175,8 @@ def serve(settings: HubSettings) -> int:
         try:
             urllib.request.urlopen(health, timeout=2)
             announce(settings, found, passwords)
+            if names:
+                start_roster(settings, names, sheet, accounts)
             break
         except OSError:
             if time.monotonic() > deadline:
@@ -181,6 +190,19 @@ def serve(settings: HubSettings) -> int:
         print("the hub stopped; the end of its log:\n  " + "\n  ".join(tail), file=sys.stderr)
         return 1
     return 0
+
+
+def start_roster(settings: HubSettings, names: list[str], sheet, accounts: dict) -> None:
+    """Say where the roster's codes are and start its servers in the background."""
+    where = f"their codes: {sheet} (print it)" if sheet else "their codes were made before"
+    print(f"roster: {len(names)} names, {where}; their servers are starting", flush=True)
+    roster.prestart_in_background(
+        accounts["api"],
+        accounts["token"],
+        names,
+        settings.hub_spawn_limit,
+        settings.hub_start_timeout + 60,
+    )
 
 
 def remove_users(settings: HubSettings) -> list[str]:
@@ -221,8 +243,15 @@ def main(argv: list[str] | None = None) -> int:
         if command == "remove-users":
             print(json.dumps(remove_users(settings)))
             return 0
-        raise Refused(f"unknown command {command!r}: serve, release-solutions, fresh, remove-users")
-    except (Refused, SettingsError) as err:
+        if command == "reset":
+            if len(argv) != 2:
+                raise Refused("usage: sudo make hub-reset NAME=alice   (the participant's name)")
+            print(auth.reset(settings, argv[1].strip().lower()))
+            return 0
+        raise Refused(
+            f"unknown command {command!r}: serve, release-solutions, fresh, remove-users, reset"
+        )
+    except (Refused, SettingsError, auth.AccountError) as err:
         print(f"make hub: {err}", file=sys.stderr)
         return 2
 

@@ -50,6 +50,8 @@ class HubSettings:
     hub_cull_every: int = 300  # seconds between the idle culler's checks
     hub_activity_interval: int = 300  # seconds between a server's activity reports to the hub
     hub_spawn_limit: int = 50  # servers starting at the same time (a room logging in at once)
+    hub_roster: str = ""  # a file of names, one a line: accounts and servers ready beforehand
+    hub_idle_server_mem: str = "200M"  # an idle server (~130 MB, ~195 with a kernel): roster check
     hub_start_timeout: int = 120  # seconds a server may take to start
     hub_demo: bool = True  # run the shared web demo at /services/demo/
     extra: dict = field(default_factory=dict)  # anything else, for tests (not from the env)
@@ -126,7 +128,7 @@ class HubSettings:
             )
         if not re.fullmatch(r"[a-z][a-z0-9_-]{0,7}", self.hub_user_prefix):
             raise SettingsError(f"HUB_USER_PREFIX={self.hub_user_prefix!r}: 1-8 of a-z 0-9 _ -")
-        for name in ("hub_mem_limit", "hub_instructor_mem_limit"):
+        for name in ("hub_mem_limit", "hub_instructor_mem_limit", "hub_idle_server_mem"):
             parse_size(getattr(self, name), name.upper())
         if self.hub_pids_limit < 16:
             raise SettingsError("HUB_PIDS_LIMIT must be at least 16 processes")

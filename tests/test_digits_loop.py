@@ -2,7 +2,7 @@
 rate, Train, the graph growing while it trains, Compare, Export to ONNX, Test many.
 
 One `streamlit run` (benchmarks.harness.app_server) and Debian's chromium serve the whole
-module, on a temporary $ARTIFACTS (the MLflow store) and $DATA_DIR. The first run is queued
+loop, on a temporary $ARTIFACTS (the MLflow store) and $DATA_DIR. The first run is queued
 with jobs.submit before the browser opens (its trainer generates the small synthetic set, which
 the Data sets page then shows); everything after it goes through the pages. Every page is
 screenshotted into test-artifacts/digits/loop-*.png; no page may show a traceback.
@@ -45,27 +45,25 @@ POINTS = "g.mark-symbol.role-mark path"
 LEGEND = "g.role-legend-label text"
 
 
-@pytest.fixture(scope="module")
-def loop(tmp_path_factory):
-    """$ARTIFACTS and $DATA_DIR in a temporary folder; at the end no child of ours is left."""
-    root = tmp_path_factory.mktemp("digits")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ARTIFACTS", str(root / "artifacts"))
-    mp.setenv("DATA_DIR", str(root / "data"))
-    mp.setenv("OMP_NUM_THREADS", "1")
-    mp.setenv("OPENBLAS_NUM_THREADS", "1")
-    yield root
-    for run in tracking.list_runs():  # trainers and runners this module started, by pid
+@pytest.fixture
+def loop(tmp_path, monkeypatch):
+    """$ARTIFACTS and $DATA_DIR in tmp_path; at the end no child of ours is left."""
+    monkeypatch.setenv("ARTIFACTS", str(tmp_path / "artifacts"))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    yield tmp_path
+    for run in tracking.list_runs():  # trainers and runners the loop started, by pid
         for key in ("pid", "runner_pid"):
             pid = int(run["tags"].get(key) or 0)
             if pid and jobs._alive(pid, "workshop."):
                 os.kill(pid, signal.SIGKILL)
-    mp.undo()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def page(loop):
-    """One app server and one chromium page for the whole loop; yields (url, page)."""
+    """One app server and one chromium page for the whole loop; yields (url, page). Closed
+    when the loop ends: Playwright's sync API runs one at a time (the bench opens its own)."""
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: `apt-get install chromium`"
     with (
         open(loop / "streamlit.log", "w") as log,

@@ -148,6 +148,14 @@ def parse_ids(text: str | None) -> list[str]:
 # ------------------------------------------------------------------------ compare
 
 
+def whole_ticks(index) -> dict:
+    """Integer ticks for whole epochs or iterations (the LR preview's fractions keep theirs)."""
+    steps = pd.Series(index, dtype=float)
+    if len(steps) and (steps == steps.round()).all():
+        return {"axis": {"tickMinStep": 1, "format": "d"}}
+    return {}
+
+
 def best_run(runs: list[dict]) -> str | None:
     """The run_id with the best headline (val accuracy, AP) among runs judged by the same one.
 
@@ -222,7 +230,7 @@ def line_chart(
     spec = {
         "mark": {"type": "line", "point": len(frame) <= 50, "tooltip": True},
         "encoding": {
-            "x": {"field": x, "type": "quantitative", "title": x},
+            "x": {"field": x, "type": "quantitative", "title": x, **whole_ticks(frame.index)},
             "y": {
                 "field": "value",
                 "type": "quantitative",

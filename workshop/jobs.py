@@ -498,9 +498,11 @@ def progress(run: dict) -> dict:
     status = run["status"]
     if status == "FINISHED":
         return {"fraction": 1.0, "epoch": total, "epochs": total, "seconds_left": 0.0}
-    history = tracking.metric_history(run["run_id"], [metric]).get(metric) or []
+    # one read for both: an epoch logged between two reads would count without its time
+    logged = tracking.metric_history(run["run_id"], [metric, "epoch_seconds"])
+    history, times = logged.get(metric) or [], logged.get("epoch_seconds") or []
     done = min(total, max((step for step, _ in history), default=0))
-    within, per_step = 0.0, run["metrics"].get("epoch_seconds")
+    within, per_step = 0.0, (max(times)[1] if times else None)
     out = run["tags"].get("out_dir")
     bar = _last_bar(Path(out) / "train.log") if out and status == "RUNNING" else None
     if bar is not None:

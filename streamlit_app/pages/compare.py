@@ -44,7 +44,11 @@ if best:
     winner = next(run for run in runs if run["run_id"] == best)
     best_label = view.label(winner)
     name, value = tracking.headline(winner)
-    st.success(f"Best on validation: {view.label(winner)} ({name} {value:.4f}).")
+    tied = [view.label(r) for r in runs if (h := tracking.headline(r)) and h[1] == value]
+    if len(tied) > 1:  # naming one of equals would be arbitrary
+        st.info(f"Best on validation (tied): {', '.join(tied)} ({name} {value:.4f}).")
+    else:
+        st.success(f"Best on validation: {view.label(winner)} ({name} {value:.4f}).")
 else:
     st.caption("No best run: the runs have no common validation metric yet.")
 

@@ -86,14 +86,15 @@ def running(run: dict) -> None:
 
 
 @st.fragment(run_every=REFRESH_S)
-def live(run_id: str) -> None:
+def live(run_id: str, drawn: str) -> None:
+    """The changing part of a queued or running job; ``drawn``: the status the page shows."""
     try:
         run = tracking.get_run(run_id)
     except view.ERRORS as err:
         st.error(view.sentence(err))
         return
-    if run["status"] not in view.LIVE:
-        st.rerun()  # it ended: the whole page turns into the finished view
+    if run["status"] != drawn:
+        st.rerun()  # it started or ended: the whole page (its header too) is drawn anew
     (queued if run["status"] == "SCHEDULED" else running)(run)
 
 
@@ -161,7 +162,7 @@ if parent := run["tags"].get("cloned_from"):
 links[2].page_link(view.PAGES / "runs.py", label="All runs")
 
 if run["status"] in view.LIVE:
-    live(run_id)
+    live(run_id, run["status"])
 else:
     STATUS_BOX.get(run["status"], st.info)(f"{run['status'].capitalize()}.")
     (finished if run["status"] == "FINISHED" else stopped)(run)

@@ -63,8 +63,8 @@ module = st.segmented_control("Module", ["all", *modules], default="all") or "al
 shown = runs if module == "all" else [run for run in runs if run["module"] == module]
 table, settings = view.runs_table(shown)
 st.caption(
-    f"{len(shown)} runs, newest first; click a column head to sort. Settings shown: those "
-    "that differ between runs of a module"
+    f"{len(shown)} run{'s' * (len(shown) != 1)}, newest first; click a column head to sort. "
+    "Settings shown: those that differ between runs of a module"
     + (f" ({', '.join(settings)})." if settings else " (none differ).")
 )
 picked = st.dataframe(

@@ -39,19 +39,10 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from benchmarks.harness import CHROMIUM, DONE, ROOT, app_server, chromium
+from benchmarks.harness import CHROMIUM, DONE, ROOT, TINY_JOB, app_server, chromium
 
 GOALS = {"runs_page_s": 1.0, "compare_s": 1.0}
-# the tiny job of tests/test_digits_loop.py: a width-0.125 AlexNet, 24 steps of 4 an epoch
-TINY = {
-    "synthetic_size": "small",
-    "width": "0.125",
-    "batch_size": "4",
-    "epochs": "4",
-    "sliding_check": "false",
-    "pointing_scenes": "1",
-    "device": "cpu",
-}
+TINY = TINY_JOB
 CHARTS_DRAWN = (
     "() => { const c = document.querySelectorAll(\"[data-testid='stVegaLiteChart']\");"
     " return c.length > 0 && Array.from(c).every("

@@ -38,6 +38,18 @@ CHROMIUM_ARGS = [
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
 ]
+# The quickest real training job (workshop.jobs settings): a width-0.125 AlexNet on the small
+# synthetic set, 96 crops in 24 steps of 4 an epoch (about 2 s here), 4 epochs, one
+# pointing scene. The jobs' tests, the DIGITS loop's browser test and its bench train it.
+TINY_JOB = {
+    "synthetic_size": "small",
+    "width": "0.125",
+    "batch_size": "4",
+    "epochs": "4",
+    "sliding_check": "false",
+    "pointing_scenes": "1",
+    "device": "cpu",
+}
 DONE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 IMAGES_LOADED = (
     "(n) => { const imgs = document.querySelectorAll(\"[data-testid='stImage'] img\");"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import CHROMIUM, DONE, app_server, chromium
+from benchmarks.harness import CHROMIUM, DONE, TINY_JOB, app_server, chromium
 from streamlit_app import runs_view as view
 from streamlit_app import test_many
 from streamlit_app.predictor import Predictor
@@ -28,17 +28,7 @@ from workshop.data import catalog
 pytestmark = pytest.mark.slow
 
 SHOTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "digits"
-# A width-0.125 AlexNet on the small synthetic set: 24 steps of 4 crops an epoch (about 1.5 s
-# here), 4 epochs so the Job page can be caught between two of them, one pointing scene.
-TINY = {
-    "synthetic_size": "small",
-    "width": "0.125",
-    "batch_size": "4",
-    "epochs": "4",
-    "sliding_check": "false",
-    "pointing_scenes": "1",
-    "device": "cpu",
-}
+TINY = TINY_JOB  # 4 epochs: the Job page can be caught between two of them
 EXCEPTION = "[data-testid='stException']"
 # the points of a Vega-Lite line chart; each one's aria-label reads "epoch: 2; loss: 1.39; ..."
 POINTS = "g.mark-symbol.role-mark path"

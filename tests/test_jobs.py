@@ -16,19 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.harness import TINY_JOB
 from models.checkpoint import load_checkpoint
 from workshop import jobs, tracking
 
-# a width-0.125 AlexNet on the small synthetic set: 96 crops, 24 steps of 4 per epoch, ~2 s
-SMALL = {
-    "synthetic_size": "small",
-    "width": "0.125",
-    "batch_size": "4",
-    "epochs": "4",
-    "sliding_check": "false",
-    "pointing_scenes": "1",
-    "device": "cpu",
-}
+SMALL = TINY_JOB
 TWO_STEPS = {**SMALL, "epochs": "2", "max_steps": "2"}  # the quickest job: a queue's filler
 
 

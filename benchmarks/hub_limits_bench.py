@@ -175,12 +175,13 @@ def fork_bomb_latency(hub: Hub, cells: int = CELLS, seconds: int = SECONDS) -> d
 def run() -> dict:
     if os.geteuid() != 0:
         return {"skipped": "the hub makes Unix users: run as root"}
-    hub = Hub(Path(tempfile.mkdtemp()) / "state", hub_demo="false")
-    try:
-        hub.start()
-        return fork_bomb_latency(hub)
-    finally:
-        hub.stop()
+    with tempfile.TemporaryDirectory() as folder:  # the hub's state and log
+        hub = Hub(Path(folder) / "state", hub_demo="false")
+        try:
+            hub.start()
+            return fork_bomb_latency(hub)
+        finally:
+            hub.stop()
 
 
 def table(result: dict) -> str:

@@ -7,7 +7,8 @@ name is checked (a bad one is refused with one sentence), the room's memory is c
 idle servers of ``HUB_IDLE_SERVER_MEM`` each must fit in MemAvailable) and each name not yet
 claimed gets a one-time code: hashed in ``$HUB_STATE/roster-codes.json``, readable on one
 printable sheet ``$HUB_STATE/roster-<time>.html``. Once the hub answers, the accounts are
-made and their servers started in the background, at most ``HUB_SPAWN_LIMIT`` at once.
+made and their servers started in the background, at most ``HUB_SPAWN_LIMIT`` at once (and
+two per CPU core).
 
 A participant claims their name with its code as the password (and their own password,
 typed twice; workshop/hub/auth.py): the code then stops working, nobody else's code opens
@@ -257,13 +258,16 @@ def _say(line: str) -> None:
 def prestart(
     api: str, token: str, names: list[str], limit: int, timeout: float = 600, log=_say
 ) -> dict:
-    """Make the accounts and start their servers, ``limit`` at once; what happened."""
+    """Make the accounts and start their servers, at most ``limit`` at once and two per CPU
+    core (a start is CPU-bound: more at once only makes each one wait longer, on a small
+    machine past the hub's start timeout); what happened."""
     start = time.monotonic()
     status, _ = _call(api, token, "POST", "users", {"usernames": names})
     if status not in (201, 409):  # 409: every account exists already (a restarted hub)
         log(f"roster: the hub refused to make the accounts ({status}); see hub.log")
         return {"ready": [], "failed": dict.fromkeys(names, f"accounts: {status}")}
-    with ThreadPoolExecutor(max(1, min(limit, len(names)))) as pool:
+    workers = max(1, min(limit, len(names), 2 * (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(workers) as pool:
         why = dict(zip(names, pool.map(lambda n: start_one(api, token, n, timeout), names)))
     failed = {n: w for n, w in why.items() if w}
     seconds = time.monotonic() - start

@@ -62,6 +62,29 @@ def test_a_roster_that_does_not_fit_in_memory_is_refused():
     assert roster.mem_available() > 0  # this machine's /proc/meminfo
 
 
+def test_make_hub_refuses_a_bad_roster_before_making_anything(tmp_path):
+    names = tmp_path / "names.txt"
+    state = tmp_path / "state"
+    cases = [
+        ("ann\nBen Smith\n", {}, ["make hub: HUB_ROSTER=", "  line 2: 'Ben Smith' is not a name"]),
+        ("ann\nben\n", {"HUB_IDLE_SERVER_MEM": "1T"}, ["make hub: HUB_ROSTER: 2 servers need"]),
+    ]
+    for text, env, said in cases:
+        names.write_text(text)
+        done = subprocess.run(
+            [sys.executable, "-m", "workshop.hub", "serve"],
+            cwd=ROOT,
+            env={**os.environ, "HUB_STATE": str(state), "HUB_ROSTER": str(names), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == len(said), done.stderr
+        assert all(line.startswith(s) for line, s in zip(lines, said)), done.stderr
+        assert not state.exists()  # nothing was made
+
+
 def test_a_code_works_once_for_its_name_only_and_is_kept_hashed(tmp_path):
     codes = roster.Codes(tmp_path)
     issued = codes.issue(["ann", "ben"])

@@ -137,10 +137,11 @@ def announce(settings: HubSettings, found: dict, passwords: tuple[str, str, bool
 
 def serve(settings: HubSettings) -> int:
     settings.extra.setdefault("proxy", str(PROXY))
-    found = preflight(settings)
+    # a bad roster is refused before anything is made
     names = roster.read_names(Path(settings.hub_roster), settings) if settings.hub_roster else []
     if names:
         roster.check_memory(len(names), settings)
+    found = preflight(settings)
     passwords = load_passwords(settings)
     ports = {
         name: free_port() for name in ("hub", "proxy_api", "progress", "demo", "demo_streamlit")

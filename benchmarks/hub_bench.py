@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import shutil
 import statistics
 import tempfile
 import threading
@@ -178,6 +179,7 @@ def roster_arrives(n: int = ROSTER, spawn_limit: int = 50) -> dict:
         return out
     finally:
         hub.stop()
+        shutil.rmtree(folder, ignore_errors=True)  # the roster's codes among them
 
 
 def run() -> dict:

@@ -28,6 +28,7 @@ from urllib.parse import urljoin
 import psutil
 import requests
 
+from benchmarks import hub_limits_bench
 from benchmarks.hub_room import Hub
 from models.artifacts import artifacts_root
 
@@ -199,6 +200,7 @@ def run() -> dict:
             if models
             else {"skipped": f"no exported models in {artifacts}/: run `make demo` first"}
         )
+        out["fork_bomb"] = hub_limits_bench.fork_bomb_latency(hub)
     finally:
         hub.stop()
     out["roster"] = roster_arrives(ROSTER)
@@ -222,6 +224,8 @@ def table(result: dict) -> str:
             f"| {mem['median']:.0f} / {mem['max']:.0f} | 30 in <= 60 s, <= 150 MB |"
         )
     lines += ["", *roster_table(result.get("roster"))]
+    if "fork_bomb" in result:
+        lines += ["", hub_limits_bench.table(result["fork_bomb"])]
     demo = result["demo"]
     if "skipped" in demo:
         lines += ["", f"Demo under the room: skipped ({demo['skipped']})"]

@@ -80,12 +80,17 @@ def rss_mb(pid: int) -> float:
 
 
 def test_eight_concurrent_sessions_all_get_answers(app, browser, tmp_path):
-    """A bounded load test: 8 visitors upload at once, twice; memory stays bounded."""
+    """A bounded load test: 8 visitors upload at once, three times; memory stays bounded.
+
+    The first rounds grow onnxruntime's arenas and the allocator's to what 8 concurrent
+    1080p runs need (how that splits between rounds 1 and 2 depends on how the uploads
+    interleave); the third round's new images must not add to it beyond the outputs cache.
+    """
     url, pid = app
     pages = [open_page(browser, url) for _ in range(8)]
     peaks = []
     print(f"\nserver RSS before: {rss_mb(pid):.0f} MB")
-    for round_ in range(2):  # the second round uploads new images: new model runs
+    for round_ in range(3):  # every round uploads new images: new model runs
         paths = []
         for k in range(8):
             paths.append(tmp_path / f"scene_{round_}_{k}.jpg")
@@ -107,4 +112,4 @@ def test_eight_concurrent_sessions_all_get_answers(app, browser, tmp_path):
     for page in pages:
         page.close()
     assert peaks[-1] < 2048  # MB: model outputs are cached with a bound, sessions share models
-    assert peaks[1] - peaks[0] < 300  # the second round does not pile up memory
+    assert peaks[2] - peaks[1] < 300  # once warm, a round does not pile up memory

@@ -129,8 +129,12 @@ class Base(HubOAuthenticated, web.RequestHandler):
         self.finish(f"{status_code}: {message}\n")
 
 
-class ResultsAPI(Base):
-    """POST: a participant's kernel records a result. GET: the instructor reads them (JSON)."""
+class ParticipantAPI(Base):
+    """A POST from a participant's kernel: who sent it comes from their hub token, never from
+    the body; ``parse(body)`` returns the values to record, ``record(name, *values)`` stores
+    them and says what was recorded."""
+
+    usage = ""  # what a bad body is told (HTTP 400)
 
     def check_xsrf_cookie(self):
         pass  # token-authenticated API calls only; the page's form has its own check
@@ -140,41 +144,48 @@ class ResultsAPI(Base):
         if user is None:
             raise web.HTTPError(403, "a participant's hub token is required")
         try:
-            body = json.loads(self.request.body or b"{}")
-            exercise, passed = str(body["exercise"])[:100], bool(body["passed"])
+            values = self.parse(json.loads(self.request.body or b"{}"))
         except (ValueError, KeyError, TypeError):
-            raise web.HTTPError(400, "expected JSON with exercise and passed") from None
-        self.store.add(user["name"], exercise, passed, str(body.get("mistake", ""))[:500])
+            raise web.HTTPError(400, self.usage) from None
+        recorded = self.record(user["name"], *values)
         self.set_status(201)
-        self.finish({"recorded": exercise, "participant": user["name"]})
+        self.finish({"recorded": recorded, "participant": user["name"]})
+
+
+class ResultsAPI(ParticipantAPI):
+    """POST: a participant's kernel records a result. GET: the instructor reads them (JSON)."""
+
+    usage = "expected JSON with exercise and passed"
+
+    def parse(self, body):
+        exercise, passed = str(body["exercise"])[:100], bool(body["passed"])
+        return exercise, passed, str(body.get("mistake", ""))[:500]
+
+    def record(self, name, exercise, passed, mistake):
+        self.store.add(name, exercise, passed, mistake)
+        return exercise
 
     def get(self):
         self.instructor_only()
         self.finish({"results": self.store.latest(), "exercises": exercise_order()})
 
 
-class RunsAPI(Base):
+class RunsAPI(ParticipantAPI):
     """POST: a participant's finished run (module, run id, headline metric and value).
     GET: the instructor reads each participant's best run per module (JSON)."""
 
-    def check_xsrf_cookie(self):
-        pass  # token-authenticated API calls only
+    usage = "expected JSON: module, run_id, metric, value"
 
-    async def post(self):
-        user = self.current_user
-        if user is None:
-            raise web.HTTPError(403, "a participant's hub token is required")
-        try:
-            body = json.loads(self.request.body or b"{}")
-            module, run_id = str(body["module"])[:50], str(body["run_id"])[:64]
-            metric, value = str(body["metric"])[:50], float(body["value"])
-        except (ValueError, KeyError, TypeError):
-            raise web.HTTPError(400, "expected JSON: module, run_id, metric, value") from None
+    def parse(self, body):
+        module, run_id = str(body["module"])[:50], str(body["run_id"])[:64]
+        metric, value = str(body["metric"])[:50], float(body["value"])
         if not (module and run_id and metric and math.isfinite(value)):
             raise web.HTTPError(400, "module, run_id and metric must be named, value finite")
-        self.store.add_run(user["name"], module, run_id, metric, value)
-        self.set_status(201)
-        self.finish({"recorded": run_id, "participant": user["name"]})
+        return module, run_id, metric, value
+
+    def record(self, name, module, run_id, metric, value):
+        self.store.add_run(name, module, run_id, metric, value)
+        return run_id
 
     def get(self):
         self.instructor_only()

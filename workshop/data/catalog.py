@@ -75,13 +75,18 @@ class DataSet:
     train_as: str  # how a trainer is pointed at it
     classes: list[str]
     counts: dict[str, dict[str, int]]  # split -> class -> images (scenes: images showing it)
-    images: dict[str, int]  # split -> images
     image_size: str
     image_type: str
     skipped: list[dict] = field(default_factory=list)  # {"split", "what", "count", "effect"}
     objects: dict[str, dict[str, int]] | None = None  # scenes: split -> class -> boxes
     source: str = ""  # where it came from
     report: dict = field(default_factory=dict)  # report.json as make data wrote it
+    # split -> images; the sum of counts unless an image holds several classes (scenes)
+    images: dict[str, int] | None = None
+
+    def __post_init__(self):
+        if self.images is None:
+            self.images = {s: sum(per.values()) for s, per in self.counts.items()}
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s} {n}" for s, n in self.images.items())
@@ -189,7 +194,6 @@ def crops_set(name: str, title: str, path: Path, **kw) -> DataSet:
         path=path,
         classes=classes,
         counts=counts,
-        images={s: sum(per.values()) for s, per in counts.items()},
         image_size=size,
         image_type=kind,
         **kw,
@@ -325,7 +329,6 @@ def digits_set(name: str, title: str, path: Path | None, **kw) -> DataSet:
         path=path,
         classes=classes,
         counts=counts,
-        images={s: sum(per.values()) for s, per in counts.items()},
         image_size="20x20",
         image_type="grayscale in [0, 1], column-major rows of 400 (the course's layout)",
         **kw,

@@ -36,8 +36,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# The suite runs on pytest-xdist workers: tests that share a server, a hub or a trained model
+# stay on one worker, the longest start first (tests/conftest.py). Its servers and browsers
+# mostly wait, so there are more workers than cores, each with one torch thread.
+TEST_WORKERS ?= 3
+PYTEST := OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
+
 test: setup browser proxy
-	$(PY) -m pytest
+	$(PYTEST) --durations=15
 
 # The hub's proxy, pinned in package.json, from the npm registry into node_modules/.
 proxy: node_modules/.bin/configurable-http-proxy
@@ -70,7 +76,7 @@ browser:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium; }
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check .

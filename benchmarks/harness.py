@@ -48,6 +48,7 @@ TINY_JOB = {
     "epochs": "4",
     "sliding_check": "false",
     "pointing_scenes": "1",
+    "examples": "0",  # no example heatmaps to draw
     "device": "cpu",
 }
 DONE = "[data-testid='stApp'][data-test-script-state='notRunning']"

@@ -37,7 +37,7 @@ class Hub:
             "HUB_SHARE": str(self.share),
             "HUB_PORT": str(self.port),
             "HUB_USER_PREFIX": self.prefix,
-            "HUB_GROUP": "workshop-test",
+            "HUB_GROUP": f"{self.prefix}room",  # its own: hubs may run side by side (xdist)
             **{k.upper(): str(v) for k, v in settings.items()},
         }
         self.proc = None

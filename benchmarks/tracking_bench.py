@@ -30,6 +30,7 @@ OPTIONS = (
     "--batch_size=32",
     "--sliding_check=false",
     "--pointing_scenes=1",
+    "--examples=0",
 )
 
 

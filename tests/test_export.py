@@ -137,6 +137,7 @@ def test_fp16_export_stays_close_to_the_float_model(tmp_path, exported):
     assert np.abs(logits[0] - ref).max() > 0  # really computed in fp16, not a float32 copy
 
 
+@pytest.mark.slow
 def test_cli_exports_every_model_and_refuses_bad_input(tmp_path, python):
     root = make_checkpoints(tmp_path / "artifacts")
     run = subprocess.run(

@@ -651,9 +651,10 @@ def test_participants_cannot_read_the_hub_state_nor_change_the_share(hub, room):
 def culling_hub(tmp_path_factory):
     hub = Hub(
         tmp_path_factory.mktemp("cull") / "state",
-        hub_idle_timeout=30,
-        hub_cull_every=5,
-        hub_activity_interval=5,
+        # a busy kernel's activity reaches the hub within 5 s (the extension's check) + 3 s
+        hub_idle_timeout=20,
+        hub_cull_every=3,
+        hub_activity_interval=3,
         hub_demo="false",
     )
     try:
@@ -679,7 +680,7 @@ def test_the_culler_stops_idle_servers_and_spares_busy_ones(culling_hub):
     while running("idle") and time.monotonic() < deadline:
         time.sleep(2)
     assert not running("idle"), "the idle server was not culled"
-    time.sleep(35)  # more than the idle timeout again
+    time.sleep(25)  # more than the idle timeout again
     assert running("busy"), hub.output()
 
 

@@ -106,6 +106,7 @@ def test_a_job_trains_in_a_child_to_finished_with_its_metrics(reference, store):
     assert tracking.get_run(run["run_id"])["tags"]["onnx"] == str(onnx)
 
 
+@pytest.mark.slow
 def test_a_second_job_waits_in_the_queue_and_a_queued_one_can_be_cancelled(store):
     first, second, third = (jobs.submit("alexnet", {**TWO_STEPS, **store}) for _ in range(3))
     wait_for(first, {"RUNNING"})
@@ -126,6 +127,7 @@ def test_a_second_job_waits_in_the_queue_and_a_queued_one_can_be_cancelled(store
     assert not Path(cancelled["tags"]["out_dir"]).exists()  # never started
 
 
+@pytest.mark.slow
 def test_abort_mid_epoch_then_resume_ends_with_the_uninterrupted_weights(reference, store):
     start = time.perf_counter()
     run_id = jobs.submit("alexnet", {**SMALL, **store})

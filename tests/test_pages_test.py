@@ -49,6 +49,7 @@ def trained(tmp_path_factory) -> dict:
             "--epochs=3",
             "--sliding_check=false",
             "--pointing_scenes=1",
+            "--examples=0",
             f"--out_dir={art / 'alexnet'}",
             f"--data_dir={data}",
         ],

@@ -32,7 +32,7 @@ ALEXNET = [
 ]
 TRAINERS = {  # module -> (trainer, tiny options)
     "mlp": (train_mlp, ["--maxiter=4"]),
-    "alexnet": (train_alexnet, [*ALEXNET, "--epochs=2"]),
+    "alexnet": (train_alexnet, [*ALEXNET, "--epochs=2", "--examples=2"]),
     "detectnet": (train_detectnet, [*TINY_DETECTNET, "--synthetic_size=small", "--epochs=2"]),
 }
 CONFIGS = {
@@ -127,6 +127,9 @@ def test_every_trainer_records_its_settings_and_its_numbers(module, store, data_
     if module == "detectnet":
         per_class = {f"per_class_AP.{c}": v for c, v in metrics["per_class_AP"].items()}
         assert {k: run["metrics"][k] for k in per_class} == per_class
+    if module == "alexnet":  # the example heatmaps asked for, and no more
+        drawn = sorted(p.name for p in out.glob("*_[0-9].png"))
+        assert drawn == ["heatmaps_0.png", "heatmaps_1.png", "overlay_0.png", "overlay_1.png"]
     if module == "mlp":
         svm = metrics["baselines"]["svm_rbf"]["test_accuracy"]
         assert run["metrics"]["baselines.svm_rbf.test_accuracy"] == svm
@@ -227,6 +230,7 @@ def test_sigterm_ends_killed_and_resume_continues_the_same_run(store, data_dir, 
     assert run["params"]["resume"] == "False"  # params are written once
 
 
+@pytest.mark.slow
 def test_a_job_run_is_continued_by_its_trainer(store, data_dir, python):
     """The jobs' path: a SCHEDULED run, then the trainer started with WORKSHOP_RUN_ID."""
     out = store / "mlp-job"

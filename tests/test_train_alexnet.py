@@ -25,6 +25,7 @@ def small_args(out, data_dir, *extra):
         "--epochs=4",
         "--sliding_check=false",
         "--pointing_scenes=1",
+        "--examples=0",
         f"--out_dir={out}",
         f"--data_dir={data_dir}",
         *extra,

@@ -140,6 +140,7 @@ CHECKS = {
     "cluster_iou": _between(0, 1, "The clustering overlap"),
     "eval_images": _at_least(0, "eval_images"),
     "pointing_scenes": _at_least(0, "pointing_scenes"),
+    "examples": _at_least(0, "The number of example heatmaps"),
     "device": _device,  # what this machine has, not only what the trainer names
 }
 # Other fields with a fixed set of values are checked against their trainer's CHOICES.

@@ -66,6 +66,7 @@ class AlexNetConfig:
     max_steps: int = 0  # stop each epoch after this many steps (0 = full epochs; smoke runs)
     pointing_scenes: int = 0  # held-out scenes for the pointing game (0 = all)
     sliding_check: bool = True  # compare with the sliding window on a 1080p scene
+    examples: int = 3  # held-out scenes drawn as heatmaps_<n>.png and overlay_<n>.png
     out_dir: str = ""  # default: artifacts/alexnet (or $ARTIFACTS/alexnet)
 
 
@@ -244,7 +245,7 @@ def finish(raw, history, cfg, meta, model_args, run: runs.Run, scenes, about: di
                 limit=cfg.pointing_scenes,
             )
         )
-        render_examples(fcn, scenes, meta["classes"], out)
+        render_examples(fcn, scenes, meta["classes"], out, cfg.examples)
         if cfg.sliding_check:
             scene = _largest_scene(scenes)
             metrics["sliding_window"] = compare_with_sliding_window(raw, scene)

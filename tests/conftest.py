@@ -30,10 +30,10 @@ def pytest_collection_modifyitems(config, items):
     schedule(items)
 
 
-# Modules whose shared servers or trainings take the longest, longest first (seconds on a
-# 2-core machine in `--durations`, 2026-12): under `make test` (pytest-xdist, --dist
-# loadgroup) they start first, so the short tests fill the other workers around them.
 SHARED_SCOPES = ("module", "class", "package")
+# The modules that take longest in all (their `--durations` summed, 2 cores, 2026-12), longest
+# first: under `make test` (pytest-xdist, --dist loadgroup) they start first, and the short
+# tests fill the other workers around them.
 LONGEST_FIRST = (
     "test_hub.py",
     "test_digits_loop.py",

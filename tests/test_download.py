@@ -191,8 +191,8 @@ def test_a_complete_file_is_never_replaced_by_a_partial_one(server, tmp_path):
 def make_zip(members: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
+        for name, data in members.items():  # a fixed date: the same bytes on every call
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return buf.getvalue()
 
 
@@ -219,22 +219,22 @@ def test_a_good_archive_unpacks(tmp_path):
     assert (safe_extract(tmp_path / "a.tar", tmp_path / "out2") / "d" / "f.txt").is_file()
 
 
-@pytest.mark.parametrize(
-    ("name", "data"),
-    [
-        ("dotdot.zip", make_zip({"ok.txt": b"x", "../evil.txt": b"x"})),
-        ("absolute.zip", make_zip({"/tmp/evil.txt": b"x"})),
-        ("dotdot.tar", make_tar([tar_member("a/../../evil.txt")])),
-        ("absolute.tar", make_tar([tar_member("/tmp/evil.txt")])),
-        ("symlink.tar", make_tar([tar_member("link", tarfile.SYMTYPE, "/etc/passwd")])),
-        ("symlink-up.tar", make_tar([tar_member("d/link", tarfile.SYMTYPE, "../../x")])),
-        ("hardlink.tar", make_tar([tar_member("link", tarfile.LNKTYPE, "/etc/passwd")])),
-        ("device.tar", make_tar([tar_member("dev", tarfile.CHRTYPE)])),
-        ("not-an-archive.zip", b"just text"),
-    ],
-)
-def test_hostile_archives_are_refused_and_nothing_is_written(tmp_path, name, data):
-    (tmp_path / name).write_bytes(data)
+HOSTILE = {  # archive name -> its bytes
+    "dotdot.zip": make_zip({"ok.txt": b"x", "../evil.txt": b"x"}),
+    "absolute.zip": make_zip({"/tmp/evil.txt": b"x"}),
+    "dotdot.tar": make_tar([tar_member("a/../../evil.txt")]),
+    "absolute.tar": make_tar([tar_member("/tmp/evil.txt")]),
+    "symlink.tar": make_tar([tar_member("link", tarfile.SYMTYPE, "/etc/passwd")]),
+    "symlink-up.tar": make_tar([tar_member("d/link", tarfile.SYMTYPE, "../../x")]),
+    "hardlink.tar": make_tar([tar_member("link", tarfile.LNKTYPE, "/etc/passwd")]),
+    "device.tar": make_tar([tar_member("dev", tarfile.CHRTYPE)]),
+    "not-an-archive.zip": b"just text",
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_archives_are_refused_and_nothing_is_written(tmp_path, name):
+    (tmp_path / name).write_bytes(HOSTILE[name])
     with pytest.raises(DownloadError, match="refused|not a zip or tar"):
         safe_extract(tmp_path / name, tmp_path / "out" / "target")
     assert not (tmp_path / "out" / "target").exists()

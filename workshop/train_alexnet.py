@@ -268,7 +268,7 @@ def _largest_scene(scenes: Path):
     return imgdata.open_rgb(scenes / "images" / info["file_name"])
 
 
-def render_examples(fcn, scenes: Path, classes: list[str], out: Path, count: int = 3) -> None:
+def render_examples(fcn, scenes: Path, classes: list[str], out: Path, count: int) -> None:
     """heatmaps_<n>.png (every class map and the argmax map) and overlay_<n>.png per scene."""
     for n, path in enumerate(sorted((scenes / "images").glob("*.jpg"))[:count]):
         image = np.asarray(imgdata.open_rgb(path))
